@@ -1,0 +1,146 @@
+"""The attack interface: what every attack plugin subclasses, and what the core checks.
+
+An attack plugin subclasses :class:`FixedEpsilonAttack` (maximise the loss inside the ball of the
+threat model) or :class:`MinimizationAttack` (find the smallest adversarial), declares the norms
+it supports and the access it needs, and overrides :meth:`Attack.run`.  Callers use
+``attack(model, x, y, threat)``, which validates the inputs, runs the attack with the model in
+eval mode, checks that every returned example lies inside the threat model (raising
+:class:`~advx.errors.ThreatModelViolation` that names the attack otherwise) and recomputes success
+from the model's own predictions on the returned examples.
+"""
+
+from typing import ClassVar
+
+import attrs
+import torch
+
+from .errors import ThreatModelViolation, UsageError
+from .threat import ThreatModel
+
+ACCESS = ("gradient", "score", "decision", "transfer")
+KINDS = ("fixed-eps", "minimization")
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class AttackResult:
+    """Per-sample outcome of one attack on one batch (all tensors have length N)."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor  # bool: misclassified (untargeted) or classified as the target
+    distance: torch.Tensor  # float: distance to the clean input in the threat model's norm
+    pred: torch.Tensor  # int64: the model's prediction on x_adv
+    queries: torch.Tensor  # int64: model evaluations the attack spent per sample
+
+
+@attrs.frozen(kw_only=True)
+class Attack:
+    """Base class of attacks. Subclasses are ``@attrs.frozen(kw_only=True)`` with their params."""
+
+    name: ClassVar[str]
+    norms: ClassVar[frozenset] = frozenset()
+    access: ClassVar[str] = "gradient"
+    kind: ClassVar[str] = "fixed-eps"
+    supports_targeted: ClassVar[bool] = True
+
+    def run(self, model, x, y, threat, *, targets, generator):
+        """Return adversarial inputs for the batch, or ``(x_adv, queries)``.
+
+        :param model: a module in eval mode mapping inputs to logits.
+        :param x: clean inputs inside ``threat.bounds``.
+        :param y: true labels (int64).
+        :param threat: the :class:`ThreatModel`; ``threat.eps`` is None only for minimisation.
+        :param targets: target labels when ``threat.targeted``, else None.
+        :param generator: a seeded :class:`torch.Generator` on x's device for any randomness.
+        """
+        raise NotImplementedError
+
+    def check_threat(self, threat):
+        """Raise :class:`UsageError` when this attack cannot run under ``threat``."""
+        if threat.norm not in self.norms:
+            allowed = ", ".join(sorted(self.norms))
+            raise UsageError(f"attack {self.name!r} does not support norm {threat.norm!r}; "
+                             f"it supports: {allowed}")
+        if threat.targeted and not self.supports_targeted:
+            raise UsageError(f"attack {self.name!r} has no targeted mode")
+        if self.kind == "fixed-eps" and threat.eps is None:
+            raise UsageError(f"attack {self.name!r} needs an eps in its threat model")
+
+    def __call__(self, model, x, y, threat, *, targets=None, seed=None):
+        """Attack ``model`` on the batch ``(x, y)`` under ``threat``; see :class:`AttackResult`."""
+        if not isinstance(threat, ThreatModel):
+            raise TypeError(f"threat must be an advx.ThreatModel, got {type(threat).__name__}")
+        self.check_threat(threat)
+        _check_batch(x, y, targets, threat)
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(0 if seed is None else int(seed))
+        was_training = model.training
+        model.eval()
+        try:
+            out = self.run(model, x, y, threat, targets=targets, generator=generator)
+            x_adv, queries = out if isinstance(out, tuple) else (out, None)
+            x_adv = self._enforce(x, x_adv.detach(), threat)
+            with torch.no_grad():
+                pred = model(x_adv).argmax(1)
+        finally:
+            model.train(was_training)
+        return self._result(x, y, x_adv, pred, threat, targets, queries)
+
+    def _enforce(self, x, x_adv, threat):
+        """The core's check of the returned examples against the threat model."""
+        if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
+            raise ThreatModelViolation(
+                f"attack {self.name!r} returned {tuple(x_adv.shape)} {x_adv.dtype}, "
+                f"expected {tuple(x.shape)} {x.dtype}")
+        unbounded = attrs.evolve(threat, eps=None)
+        if not bool(unbounded.contains(x, x_adv).all()):
+            raise ThreatModelViolation(
+                f"attack {self.name!r} returned examples outside the input bounds {threat.bounds}")
+        inside = threat.contains(x, x_adv)
+        if self.kind == "minimization":
+            # A minimal adversarial beyond eps is not an adversarial of this threat model.
+            keep = inside.view(-1, *[1] * (x.dim() - 1))
+            return torch.where(keep, x_adv, x)
+        if not bool(inside.all()):
+            worst = float(threat.distance(x, x_adv).max())
+            raise ThreatModelViolation(
+                f"attack {self.name!r} returned examples outside the {threat.norm} ball of "
+                f"radius {threat.eps:g} (largest distance {worst:.6g})")
+        return x_adv
+
+    def _result(self, x, y, x_adv, pred, threat, targets, queries):
+        success = pred == targets if threat.targeted else pred != y
+        if queries is None:
+            queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        return AttackResult(x_adv=x_adv, success=success, distance=threat.distance(x, x_adv),
+                            pred=pred, queries=queries.to(torch.int64))
+
+
+@attrs.frozen(kw_only=True)
+class FixedEpsilonAttack(Attack):
+    """Maximises the model's loss inside the ball of radius ``threat.eps``."""
+
+    kind: ClassVar[str] = "fixed-eps"
+
+
+@attrs.frozen(kw_only=True)
+class MinimizationAttack(Attack):
+    """Searches the smallest adversarial perturbation; with an eps, success means within it."""
+
+    kind: ClassVar[str] = "minimization"
+
+
+def _check_batch(x, y, targets, threat):
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 2:
+        raise UsageError("x must be a floating-point tensor of shape (N, C, H, W)")
+    if not torch.is_tensor(y) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
+        raise UsageError(f"y must be an int64 tensor of shape ({x.shape[0]},)")
+    if y.device != x.device:
+        raise UsageError(f"x is on {x.device} but y on {y.device}")
+    lower, upper = threat.bounds
+    if x.numel() and (float(x.min()) < lower or float(x.max()) > upper):
+        raise UsageError(f"x has values outside the threat model's bounds {threat.bounds}")
+    if threat.targeted:
+        if targets is None or not torch.is_tensor(targets) or targets.shape != y.shape:
+            raise UsageError("a targeted threat model needs targets: an int64 tensor like y")
+    elif targets is not None:
+        raise UsageError("targets were given but the threat model is not targeted")

@@ -1,0 +1,172 @@
+"""The registry: every attack, model, dataset, defense and protocol the loaded plugins registered.
+
+Names are lowercase kebab-case and unique per kind. When two plugins register the same name, the
+name is unusable and both distributions are named in the error; every other name keeps working.
+"""
+
+import re
+import typing
+
+import attrs
+
+from .attack import Attack
+from .dataset import Dataset
+from .defense import Defense
+from .errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
+from .model import ModelPlugin
+from .pluginmanager import PluginFailure, load_plugins
+from .protocol import Protocol
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+# plural kind -> (singular, hook name, base class)
+KINDS = {
+    "attacks": ("attack", "advx_register_attacks", Attack),
+    "models": ("model", "advx_register_models", ModelPlugin),
+    "datasets": ("dataset", "advx_register_datasets", Dataset),
+    "defenses": ("defense", "advx_register_defenses", Defense),
+    "protocols": ("protocol", "advx_register_protocols", Protocol),
+}
+
+
+@attrs.frozen
+class Entry:
+    """One registered class and who registered it."""
+
+    kind: str
+    name: str
+    cls: type
+    plugin: str  # entry-point (plugin) name
+    distribution: str
+
+    def describe(self):
+        """A JSON-ready description: name, kind, plugin, summary, params."""
+        return {"name": self.name, "kind": self.kind, "plugin": self.distribution,
+                "summary": summary(self.cls), "params": describe_params(self.cls)}
+
+
+class Registrar:
+    """The ``register`` callable handed to one plugin's registry hook."""
+
+    def __init__(self, registry, kind, plugin, distribution):
+        self._registry, self._kind = registry, kind
+        self._plugin, self._distribution = plugin, distribution
+
+    def __call__(self, cls):
+        singular, _, base = KINDS[self._kind]
+        name = getattr(cls, "name", None)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"{self._plugin}: {cls!r} is not a subclass of advx.{base.__name__}")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ValueError(f"{self._plugin}: {singular} name {name!r} is not kebab-case")
+        self._registry._add(Entry(singular, name, cls, self._plugin, self._distribution))
+        return cls
+
+    add = __call__
+
+
+class Registry:
+    """Registered classes of every kind, built by calling each plugin's hooks."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self.failures = list(loaded.failures)
+        self._entries = {kind: {} for kind in KINDS}
+        self._conflicts = {kind: {} for kind in KINDS}
+        for kind, (_, hook_name, _) in KINDS.items():
+            self._collect(kind, hook_name)
+
+    @classmethod
+    def from_entrypoints(cls):
+        return cls(load_plugins())
+
+    def _collect(self, kind, hook_name):
+        hook = getattr(self.loaded.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            plugin = self.loaded.pm.get_name(impl.plugin)
+            dist = self.loaded.distributions.get(plugin, plugin)
+            try:
+                impl.function(register=Registrar(self, kind, plugin, dist))
+            except Exception as exc:  # one broken plugin must not hide the others
+                self.failures.append(PluginFailure(plugin, dist, f"{type(exc).__name__}: {exc}"))
+
+    def _add(self, entry):
+        kind = entry.kind + "s"
+        existing = self._entries[kind].get(entry.name)
+        if existing is not None or entry.name in self._conflicts[kind]:
+            first = existing.distribution if existing else self._conflicts[kind][entry.name][0]
+            self._entries[kind].pop(entry.name, None)
+            self._conflicts[kind][entry.name] = (first, entry.distribution)
+            self.failures.append(PluginFailure(entry.plugin, entry.distribution, str(
+                DuplicatePluginError(entry.kind, entry.name, first, entry.distribution))))
+            return
+        self._entries[kind][entry.name] = entry
+
+    def names(self, kind):
+        return sorted(self._entries[_plural(kind)])
+
+    def entries(self, kind):
+        return [self._entries[_plural(kind)][name] for name in self.names(kind)]
+
+    def get(self, kind, name):
+        """The :class:`Entry` registered as ``name``; a clear error when there is none."""
+        kind = _plural(kind)
+        if name in self._conflicts[kind]:
+            first, second = self._conflicts[kind][name]
+            raise DuplicatePluginError(KINDS[kind][0], name, first, second)
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            raise UnknownPluginError(KINDS[kind][0], name, self._entries[kind]) from None
+
+    def create(self, kind, name, **params):
+        """An instance of the class registered as ``name``, built from ``params``."""
+        entry = self.get(kind, name)
+        return instantiate(entry.cls, entry.kind, params)
+
+
+def _plural(kind):
+    plural = kind if kind.endswith("s") else kind + "s"
+    if plural not in KINDS:
+        raise UsageError(f"unknown plugin kind {kind!r}; allowed: {', '.join(KINDS)}")
+    return plural
+
+
+def summary(cls):
+    doc = (cls.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def describe_params(cls):
+    """Name, default (None if required), type and help of each attrs field of ``cls``."""
+    params = []
+    hints = typing.get_type_hints(cls) if attrs.has(cls) else {}
+    for field in attrs.fields(cls) if attrs.has(cls) else ():
+        if field.name.startswith("_") or not field.init:
+            continue
+        default = field.default
+        if isinstance(default, attrs.Factory):
+            default = default.factory()
+        required = default is attrs.NOTHING
+        hint = hints.get(field.name, field.type)
+        params.append({
+            "name": field.name,
+            "default": None if required else default,
+            "required": required,
+            "type": getattr(hint, "__name__", str(hint)) if hint is not None else None,
+            "help": field.metadata.get("help", ""),
+        })
+    return params
+
+
+def instantiate(cls, kind, params):
+    """``cls(**params)`` with unknown or invalid parameters reported as :class:`ParameterError`."""
+    allowed = [p["name"] for p in describe_params(cls)]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ParameterError(f"{kind} {cls.name!r} has no parameter {', '.join(unknown)}; "
+                             f"allowed: {', '.join(allowed) or 'none'}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{kind} {cls.name!r}: {exc}") from None

@@ -1,0 +1,5 @@
+"""``python -m advx.cli`` runs the advx command."""
+
+from . import main
+
+main()

@@ -1,0 +1,59 @@
+"""``advx run``: evaluate what a spec describes (the built-in quickstart without one)."""
+
+import datetime
+import sys
+from importlib import resources
+from pathlib import Path
+
+import advx
+import click
+from advx.execute import execute, with_overrides
+from advx.report import markdown
+from advx.spec import load_spec, parse_spec
+
+from . import cli
+from .listing import warn_failures
+
+
+def quickstart_text():
+    """The built-in quickstart spec (cli/quickstart.toml)."""
+    return resources.files("advx.cli").joinpath("quickstart.toml").read_text(encoding="utf-8")
+
+
+def default_out_dir():
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / stamp
+
+
+@cli.command("run")
+@click.argument("spec_path", metavar="[SPEC]", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: runs/<timestamp>/).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where models and attacks run.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N test samples.")
+@click.option("--seed", type=int, help="Base seed of every work unit (overrides the spec).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Cache root (default: $ADVX_CACHE or data_cache/).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show progress bars (default: when stderr is a terminal).")
+def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress):
+    """Evaluate models against attacks as SPEC (TOML) describes; write report.json and report.md.
+
+    Without SPEC, runs the quickstart: the embedded MNIST sample, blog-cnn (trained on first use
+    and cached), FGSM and PGD at eps 0.1, 0.2 and 0.3 on 1,000 test digits.
+    """
+    registry = advx.get_registry()
+    warn_failures(registry)
+    if spec_path is None:
+        spec = parse_spec(quickstart_text(), registry, source="<quickstart>")
+    else:
+        spec = load_spec(spec_path, registry)
+    spec = with_overrides(spec, limit=limit, seed=seed)
+    out_dir = out_dir or default_out_dir()
+    show = sys.stderr.isatty() if progress is None else progress
+    report = execute(spec, registry, out_dir, device=device, cache=cache_dir, progress=show)
+    click.echo(markdown(report))
+    click.echo(f"Wrote {out_dir / 'report.json'}, {out_dir / 'report.md'} and "
+               f"{out_dir / 'spec.toml'}.")

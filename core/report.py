@@ -1,0 +1,71 @@
+"""Reports of a run: report.json for machines, report.md for people, written atomically."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pct(value):
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value):
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _eps(value):
+    return "min" if value is None else f"{value:g}"
+
+
+def markdown(report):
+    """report.md: clean accuracy, per-attack results and the worst case, as tables."""
+    lines = [f"# advx report{': ' + report['title'] if report.get('title') else ''}", ""]
+    lines += [f"advx {report['advx_version']}, torch {report['torch_version']}, "
+              f"device {report['device']}, dataset {report['dataset']['name']} "
+              f"({report['dataset']['n']} test samples), {report['seconds']:.1f} s.", ""]
+    lines += ["## Clean accuracy", "", "| model | source | clean accuracy |", "|---|---|---|"]
+    for model in report["models"]:
+        lines.append(f"| {model['id']} | {model['source']} | {_pct(model['clean_accuracy'])} |")
+    lines += ["", "## Robust accuracy per attack", "",
+              "| model | attack | threat | robust accuracy | attack success | median distance "
+              "| seconds |", "|---|---|---|---|---|---|---|"]
+    for r in report.get("results", []):
+        threat = f"{r['norm']} {_eps(r['eps'])}{' targeted' if r['targeted'] else ''}"
+        lines.append(f"| {r['model']} | {r['attack']} | {threat} | {_pct(r['robust_accuracy'])} "
+                     f"| {_pct(r['attack_success_rate'])} | {_num(r['median_distance'])} "
+                     f"| {r['seconds']:.1f} |")
+    lines += ["", "## Worst case over attacks", "",
+              "| model | threat | robust accuracy | attacks |", "|---|---|---|---|"]
+    for w in report.get("worst_case", []):
+        lines.append(f"| {w['model']} | {w['norm']} {_eps(w['eps'])} "
+                     f"| {_pct(w['robust_accuracy'])} | {', '.join(w['attacks'])} |")
+    lines += ["", "Robust accuracy counts a sample when the model classifies both the clean and "
+              "the adversarial input correctly. Attack success is measured on the samples the "
+              "model classifies correctly (and, for targeted attacks, whose label is not the "
+              "target), recomputed from the model's predictions on the returned examples.", ""]
+    return "\n".join(lines)
+
+
+def write_report(out_dir, report, spec_toml):
+    """Write report.json, report.md and spec.toml into ``out_dir``."""
+    out_dir = Path(out_dir)
+    write_atomic(out_dir / "spec.toml", spec_toml)
+    write_atomic(out_dir / "report.md", markdown(report))
+    write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,297 @@
+"""Run specs: a TOML file naming a dataset, models, attacks with threat models, and a protocol.
+
+    [dataset]
+    name = "mnist"
+
+    [[models]]
+    name = "blog-cnn"          # plugin name; other keys are the plugin's parameters
+    train = { epochs = 3 }     # optional recipe overrides, or: checkpoint = "weights.h5"
+
+    [[attacks]]
+    name = "pgd"
+    norm = "linf"              # the threat model: norm, eps (a number or a list), targeted
+    eps = [0.1, 0.3]
+    steps = 40
+
+    [protocol]
+    name = "robust-accuracy"
+    limit = 1000
+
+Every error names the file, the key and what is allowed (:class:`SpecError`, exit code 2).
+"""
+
+import tomllib
+from fractions import Fraction
+from pathlib import Path
+
+import attrs
+
+from .errors import UsageError
+from .threat import NORMS, ThreatModel
+from .training import TrainRecipe
+
+TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
+TARGET_MODES = ("random", "next", "least-likely")
+DEFAULT_PROTOCOL = "robust-accuracy"
+
+
+class SpecError(UsageError):
+    """A run spec that cannot be used as written."""
+
+
+@attrs.frozen
+class PluginSpec:
+    """A plugin name with its parameters, as written in the spec."""
+
+    name: str
+    params: dict = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ModelSpec:
+    id: str
+    plugin: PluginSpec
+    train: dict = attrs.field(factory=dict)
+    checkpoint: str | None = None
+
+
+@attrs.frozen
+class AttackSpec:
+    id: str
+    plugin: PluginSpec
+    norm: str
+    eps: tuple  # floats; (None,) for a minimisation attack without eps
+    targeted: bool = False
+    target: object = None  # an int class, or one of TARGET_MODES
+
+    def threat(self, eps, bounds):
+        return ThreatModel(norm=self.norm, eps=eps, bounds=bounds, targeted=self.targeted)
+
+
+@attrs.frozen
+class RunSpec:
+    dataset: PluginSpec
+    models: tuple
+    attacks: tuple
+    protocol: PluginSpec
+    title: str = ""
+    source: str = "<spec>"
+
+    def to_dict(self):
+        """The resolved spec as plain data (what `advx run` writes beside the report)."""
+        return spec_to_dict(self)
+
+
+def load_spec(path, registry):
+    """Read and validate the TOML spec at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc}") from None
+    return parse_spec(text, registry, source=str(path), base_dir=path.parent)
+
+
+def parse_spec(text, registry, source="<spec>", base_dir=None):
+    """Validate a spec given as TOML text; see the module docstring for the shape."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: not valid TOML: {exc}") from None
+    return spec_from_dict(data, registry, source=source, base_dir=base_dir)
+
+
+def spec_from_dict(data, registry, source="<spec>", base_dir=None):
+    _no_unknown(data, TOP_LEVEL_KEYS, source, "the top level")
+    where = _Where(source)
+    dataset = _plugin(registry, "datasets", _table(data, "dataset", where), where.at("dataset"))
+    models = _models(registry, data.get("models"), where, base_dir)
+    attacks = _attacks(registry, data.get("attacks", []), where)
+    protocol_table = dict(data.get("protocol", {"name": DEFAULT_PROTOCOL}))
+    protocol_table.setdefault("name", DEFAULT_PROTOCOL)
+    protocol = _plugin(registry, "protocols", protocol_table, where.at("protocol"))
+    title = data.get("title", "")
+    if not isinstance(title, str):
+        raise SpecError(f"{source}: title must be a string")
+    return RunSpec(dataset, models, attacks, protocol, title, source)
+
+
+class _Where:
+    """The file and key path an error is about."""
+
+    def __init__(self, source, key=""):
+        self.source, self.key = source, key
+
+    def at(self, key):
+        return _Where(self.source, f"{self.key}.{key}" if self.key else key)
+
+    def error(self, message):
+        return SpecError(f"{self.source}: [{self.key}] {message}")
+
+
+def _no_unknown(table, allowed, source, what):
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise SpecError(f"{source}: unknown key {', '.join(map(repr, unknown))} in {what}; "
+                        f"allowed: {', '.join(allowed)}")
+
+
+def _table(data, key, where):
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise where.at(key).error("is missing or not a table; it needs at least name = \"...\"")
+    return value
+
+
+def _plugin(registry, kind, table, where, reserved=()):
+    """The plugin named by ``table["name"]``, with the remaining keys validated as parameters."""
+    name = table.get("name")
+    if not isinstance(name, str):
+        raise where.error(f"needs name = \"...\", one of: {', '.join(registry.names(kind))}")
+    params = {k: v for k, v in table.items() if k != "name" and k not in reserved}
+    try:
+        registry.create(kind, name, **params)
+    except UsageError as exc:
+        raise where.error(str(exc)) from None
+    return PluginSpec(name, params)
+
+
+def _array_of_tables(value, where, allow_empty):
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise where.error("must be an array of tables ([[...]] entries)")
+    if not value and not allow_empty:
+        raise where.error("needs at least one entry")
+    return value
+
+
+def _unique_id(table, used, where):
+    ident = table.get("id", table.get("name"))
+    if not isinstance(ident, str) or not ident:
+        raise where.error("id must be a non-empty string")
+    if ident in used:
+        raise where.error(f"id {ident!r} is used twice; give each entry its own id = \"...\"")
+    used.add(ident)
+    return ident
+
+
+def _models(registry, value, where, base_dir):
+    reserved = ("id", "train", "checkpoint")
+    models, used = [], set()
+    for i, table in enumerate(_array_of_tables(value, where.at("models"), allow_empty=False)):
+        at = where.at(f"models[{i}]")
+        ident = _unique_id(table, used, at)
+        plugin = _plugin(registry, "models", table, at, reserved)
+        train = table.get("train", {})
+        if not isinstance(train, dict):
+            raise at.error("train must be a table of recipe fields")
+        try:
+            TrainRecipe.from_dict(train)
+        except UsageError as exc:
+            raise at.at("train").error(str(exc)) from None
+        checkpoint = table.get("checkpoint")
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if base_dir is not None and not path.is_absolute():
+                path = Path(base_dir) / path
+            if not path.is_file():
+                raise at.error(f"checkpoint {checkpoint!r} is not a file")
+            checkpoint = str(path)
+        models.append(ModelSpec(ident, plugin, dict(train), checkpoint))
+    return tuple(models)
+
+
+def _attacks(registry, value, where):
+    reserved = ("id", "norm", "eps", "targeted", "target")
+    attacks, used = [], set()
+    for i, table in enumerate(_array_of_tables(value, where.at("attacks"), allow_empty=True)):
+        at = where.at(f"attacks[{i}]")
+        ident = _unique_id(table, used, at)
+        plugin = _plugin(registry, "attacks", table, at, reserved)
+        attack = registry.create("attacks", plugin.name, **plugin.params)
+        norm = table.get("norm")
+        if norm not in NORMS:
+            raise at.error(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        eps = _eps_list(table.get("eps"), norm, attack, at)
+        targeted, target = _targeting(table, at)
+        spec = AttackSpec(ident, plugin, norm, eps, targeted, target)
+        try:
+            attack.check_threat(spec.threat(eps[0], (0.0, 1.0)))
+        except UsageError as exc:
+            raise at.error(str(exc)) from None
+        attacks.append(spec)
+    return tuple(attacks)
+
+
+def _eps_list(value, norm, attack, at):
+    if value is None:
+        if attack.kind == "fixed-eps":
+            raise at.error(f"attack {attack.name!r} needs eps (a number or a list of numbers)")
+        return (None,)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise at.error("eps must not be an empty list")
+    out = []
+    for v in values:
+        try:
+            eps = float(Fraction(v)) if isinstance(v, str) else v
+            if isinstance(eps, bool) or not isinstance(eps, int | float):
+                raise ValueError
+        except (ValueError, ZeroDivisionError):
+            raise at.error(f"eps must be numbers like 0.3 or \"8/255\", got {v!r}") from None
+        _check_eps_range(float(eps), norm, at)
+        out.append(float(eps))
+    return tuple(out)
+
+
+def _check_eps_range(eps, norm, at):
+    limit = 1.0 if norm == "linf" else float("inf")
+    if not 0 <= eps <= limit or eps != eps:
+        allowed = "0 <= eps <= 1 (inputs lie in [0, 1])" if norm == "linf" else "a finite eps >= 0"
+        raise at.error(f"eps {eps:g} is out of range for {norm}: allowed {allowed}")
+    if norm == "l0" and eps != int(eps):
+        raise at.error(f"eps of an l0 attack counts pixels and must be whole, got {eps:g}")
+
+
+def _targeting(table, at):
+    targeted = table.get("targeted", False)
+    if not isinstance(targeted, bool):
+        raise at.error(f"targeted must be true or false, got {targeted!r}")
+    target = table.get("target")
+    if target is not None and not targeted:
+        raise at.error("target is set but targeted is not true")
+    if targeted:
+        target = "random" if target is None else target
+        ok = target in TARGET_MODES or (isinstance(target, int) and not isinstance(target, bool)
+                                        and target >= 0)
+        if not ok:
+            raise at.error(f"target must be a class index or one of {', '.join(TARGET_MODES)}")
+    return targeted, target
+
+
+def spec_to_dict(spec):
+    """Plain data for a :class:`RunSpec`, in the shape of the TOML file."""
+    data = {"title": spec.title} if spec.title else {}
+    data["dataset"] = {"name": spec.dataset.name, **spec.dataset.params}
+    data["models"] = []
+    for m in spec.models:
+        entry = {"id": m.id, "name": m.plugin.name, **m.plugin.params}
+        if m.train:
+            entry["train"] = dict(m.train)
+        if m.checkpoint:
+            entry["checkpoint"] = m.checkpoint
+        data["models"].append(entry)
+    data["attacks"] = []
+    for a in spec.attacks:
+        entry = {"id": a.id, "name": a.plugin.name, "norm": a.norm, **a.plugin.params}
+        if a.eps != (None,):
+            entry["eps"] = list(a.eps)
+        entry["targeted"] = a.targeted
+        if a.targeted:
+            entry["target"] = a.target
+        data["attacks"].append(entry)
+    data["protocol"] = {"name": spec.protocol.name, **spec.protocol.params}
+    return data

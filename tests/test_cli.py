@@ -1,0 +1,161 @@
+"""The advx command through click's CliRunner: listing, runs, and every user-error path."""
+
+import json
+
+import advx
+import pytest
+from advx.cli import cli
+from advx.errors import ExitCode
+from click.testing import CliRunner
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and advx.__version__ in result.output
+
+
+def test_list_json_describes_every_plugin():
+    result = invoke("list", "--json")
+    assert result.exit_code == 0
+    entries = json.loads(result.output)
+    by_name = {(e["kind"], e["name"]): e for e in entries}
+    pgd = by_name[("attack", "pgd")]
+    assert pgd["plugin"] == "advx" and pgd["summary"]
+    assert {"name", "default", "required", "type", "help"} <= set(pgd["params"][0])
+    assert ("model", "blog-cnn") in by_name and ("dataset", "mnist") in by_name
+    assert ("protocol", "robust-accuracy") in by_name
+
+
+def test_list_one_kind_human():
+    result = invoke("list", "attacks")
+    assert result.exit_code == 0
+    assert "pgd" in result.output and "blog-cnn" not in result.output
+
+
+def test_list_rejects_unknown_kind():
+    assert invoke("list", "atacks").exit_code == ExitCode.USAGE
+
+
+def test_plugins_json():
+    rows = json.loads(invoke("plugins", "--all").output)
+    assert {"builtin-attacks", "builtin-models", "builtin-datasets"} <= {r["name"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One tiny run on synthetic data, shared by the report tests."""
+    base = tmp_path_factory.mktemp("run")
+    spec = base / "spec.toml"
+    from .conftest import TINY_SPEC
+
+    spec.write_text(TINY_SPEC.format(extra=""))
+    out = base / "out"
+    result = invoke("run", spec, "--out", out, "--cache", base / "cache", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return base, out, json.loads((out / "report.json").read_text()), result.output
+
+
+def test_run_writes_report(finished_run):
+    _, out, report, output = finished_run
+    assert {"advx_version", "spec", "clean_accuracy", "results", "worst_case"} <= set(report)
+    assert (out / "report.md").read_text().startswith("# advx report: tiny")
+    assert (out / "spec.toml").exists()
+    assert len(report["results"]) == 4
+    for row in report["results"]:
+        assert {"model", "attack", "norm", "eps", "n", "robust_accuracy", "attack_success_rate",
+                "seconds"} <= set(row)
+        assert row["n"] == 64
+        assert row["robust_accuracy"] <= report["clean_accuracy"][row["model"]]
+    for worst in report["worst_case"]:
+        singles = [r["robust_accuracy"] for r in report["results"]
+                   if r["model"] == worst["model"] and r["eps"] == worst["eps"]]
+        assert worst["robust_accuracy"] <= min(singles)
+    assert "Robust accuracy per attack" in output
+
+
+def test_rerun_of_resolved_spec_reproduces_results(finished_run):
+    base, out, report, _ = finished_run
+    again = base / "again"
+    result = invoke("run", out / "spec.toml", "--out", again, "--cache", base / "cache",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    second = json.loads((again / "report.json").read_text())
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(second["results"]) == strip(report["results"])
+    assert second["clean_accuracy"] == report["clean_accuracy"]
+
+
+def test_limit_and_seed_flags(finished_run, tmp_path):
+    base, out, _, _ = finished_run
+    result = invoke("run", out / "spec.toml", "--out", tmp_path / "o", "--cache", base / "cache",
+                    "--limit", 10, "--seed", 3, "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert {r["n"] for r in report["results"]} == {10}
+    assert report["spec"]["protocol"]["seed"] == 3
+
+
+ERRORS = [
+    ('[dataset]\nname = "mnist"\n[[models]]\nname = "blog-cnn"\n[[attacks]]\nname = "pgdd"\n'
+     'norm = "linf"\neps = 0.3\n', "Did you mean 'pgd'"),
+    ('[dataset]\nname = "mnist"\n[[models]]\nname = "blog-cnn"\n[[attacks]]\nname = "pgd"\n'
+     'norm = "linf"\neps = 3\n', "out of range"),
+    ('[dataset]\nname = "mnist"\n[[models]]\nname = "blog-cnn"\n[[attacks]]\nname = "pgd"\n'
+     'norm = "l0"\neps = 3\n', "does not support norm 'l0'"),
+    ('[dataset]\nname = "mnist"\n[[models]]\nname = "blog-cnn"\nlayers = 3\n', "no parameter"),
+    ('[dataset]\nname = "mnist"\nbogus = 1\n[[models]]\nname = "blog-cnn"\n', "bogus"),
+    ("[dataset\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text, message", ERRORS)
+def test_bad_spec_exits_2_with_one_clear_line(tmp_path, text, message):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(text)
+    result = invoke("run", spec, "--out", tmp_path / "out", "--cache", tmp_path / "cache")
+    assert result.exit_code == ExitCode.USAGE
+    assert message in result.output and str(spec) in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_spec_file_exits_2(tmp_path):
+    result = invoke("run", tmp_path / "nope.toml", "--out", tmp_path / "out")
+    assert result.exit_code == ExitCode.USAGE and "nope.toml" in result.output
+
+
+def test_cuda_without_cuda_exits_2(tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    result = invoke("run", tiny_spec(), "--device", "cuda", "--out", tmp_path / "out")
+    assert result.exit_code == ExitCode.USAGE and "CUDA" in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("[dataset\n")
+    with pytest.raises(advx.UsageError):
+        invoke("--debug", "run", spec)
+
+
+def test_exit_codes_are_an_int_enum():
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_quickstart_on_real_mnist(tmp_path):
+    """The built-in quickstart trains blog-cnn on the MNIST sample and breaks it with PGD."""
+    result = invoke("run", "--out", tmp_path / "out", "--cache", tmp_path / "cache",
+                    "--limit", 200, "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["clean_accuracy"]["blog-cnn"] > 0.95
+    pgd = {r["eps"]: r["robust_accuracy"] for r in report["results"] if r["attack"] == "pgd"}
+    fgsm = {r["eps"]: r["robust_accuracy"] for r in report["results"] if r["attack"] == "fgsm"}
+    assert pgd[0.3] < 0.05 and all(pgd[e] <= fgsm[e] for e in pgd)

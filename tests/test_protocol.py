@@ -1,0 +1,73 @@
+"""The robust-accuracy protocol: its aggregates obey the inequalities that define them."""
+
+import types
+
+import advx
+import torch
+from advx.execute import execute
+from advx.pluginmanager import add_plugin, load_plugins
+from advx.plugins.protocols import RobustAccuracy
+from advx.registry import Registry
+from advx.runner import Outcome, Session
+from advx.spec import parse_spec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .conftest import TINY_SPEC
+
+
+class FakeSession:
+    """Per-sample clean correctness and adversarial predictions drawn by hypothesis."""
+
+    def __init__(self, spec, y, clean, preds):
+        self.spec, self.y, self._clean, self._preds = spec, y, clean, preds
+
+    def clean_correct(self, model):
+        return self._clean[model.id]
+
+    def outcome(self, model, attack, eps):
+        pred = self._preds[(model.id, attack.id, eps)]
+        eligible = self.clean_correct(model)
+        return Outcome(pred, pred != self.y, torch.zeros(len(pred)), torch.zeros(len(pred)),
+                       eligible, 0.0)
+
+    robust_correct = Session.robust_correct
+
+
+@given(st.data())
+def test_robust_never_exceeds_clean_and_worst_never_exceeds_any_attack(data):
+    registry = advx.get_registry()
+    spec = parse_spec(TINY_SPEC.format(extra=""), registry)
+    n = data.draw(st.integers(1, 20))
+    y = torch.tensor(data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)))
+    labels = st.lists(st.integers(0, 9), min_size=n, max_size=n)
+    clean = {m.id: torch.tensor(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+             for m in spec.models}
+    preds = {(m.id, a.id, e): torch.tensor(data.draw(labels))
+             for m in spec.models for a in spec.attacks for e in a.eps}
+    result = RobustAccuracy().evaluate(FakeSession(spec, y, clean, preds))
+    for row in result["results"]:
+        assert row["robust_accuracy"] <= result["clean_accuracy"][row["model"]]
+    for worst in result["worst_case"]:
+        singles = [r["robust_accuracy"] for r in result["results"]
+                   if (r["model"], r["norm"], r["eps"]) ==
+                   (worst["model"], worst["norm"], worst["eps"])]
+        assert worst["robust_accuracy"] <= min(singles)
+        assert sorted(worst["attacks"]) == ["fgsm", "pgd"]
+
+
+def test_hook_advx_unit_finished(tmp_path):
+    """Observers see every finished unit with its robust accuracy."""
+    seen = []
+    module = types.ModuleType("observer")
+    module.advx_unit_finished = advx.hookimpl(lambda unit, result: seen.append((unit, result)))
+    loaded = load_plugins()
+    add_plugin(loaded, module, "observer")
+    registry = Registry(loaded)
+    spec = parse_spec(TINY_SPEC.format(extra=""), registry)
+    report = execute(spec, registry, tmp_path / "out", device="cpu", cache=tmp_path / "cache",
+                     progress=False)
+    assert [(u["attack"], u["eps"]) for u, _ in seen] == [
+        ("fgsm", 0.05), ("fgsm", 0.3), ("pgd", 0.05), ("pgd", 0.3)]
+    assert [r["robust_accuracy"] for _, r in seen] == [
+        r["robust_accuracy"] for r in report["results"]]

@@ -30,7 +30,7 @@ class Dataset:
         raise NotImplementedError
 
     def load(self, split):
-        """``(x, y)`` of ``split`` ("train" or "test"): float32 (N, C, H, W) in bounds, int64 (N,)."""
+        """``(x, y)`` of ``split`` ("train"/"test"): float32 (N, C, H, W) in bounds, int64 (N,)."""
         raise NotImplementedError
 
     def identity(self):

@@ -23,5 +23,5 @@ class Protocol:
     seed: int = attrs.field(default=0, metadata={"help": "base seed of every work unit"})
 
     def evaluate(self, session):
-        """Measure, using ``session`` (an :class:`advx.runner.Session`); return a JSON-ready dict."""
+        """Measure using ``session`` (an ``advx.runner.Session``); return a JSON-ready dict."""
         raise NotImplementedError

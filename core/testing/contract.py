@@ -1,0 +1,217 @@
+"""The attack contract: tests every advx attack must pass, for plugin authors to subclass.
+
+In your plugin's test suite::
+
+    from advx.testing import AttackContract
+
+    class TestSquare(AttackContract):
+        attack_name = "square"            # the name your plugin registers
+        attack_params = {"queries": 200}  # optional: keep it fast
+
+The class is self-contained: it builds small seeded conv and MLP networks on CPU and
+parametrises its tests over every norm the attack declares, targeted and untargeted.
+"""
+
+import typing
+
+import advx
+import attrs
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ..attack import ACCESS, KINDS
+from ..registry import NAME_PATTERN, describe_params
+from ..threat import NORMS, ThreatModel
+from .strategies import eps_values, image_batches
+
+NUM_CLASSES = 10
+SIDE = 8
+# A radius per norm that changes an 8x8 image noticeably without covering the whole box.
+TYPICAL_EPS = {"linf": 0.1, "l2": 1.0, "l1": 4.0, "l0": 5}
+
+
+def build_network(kind, channels, seed=0):
+    """A small seeded network on (N, channels, 8, 8) inputs: "conv", "mlp" or "linear"."""
+    inputs = channels * SIDE * SIDE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "conv":
+            return torch.nn.Sequential(
+                torch.nn.Conv2d(channels, 8, 3, padding=1), torch.nn.ReLU(),
+                torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                torch.nn.Flatten(), torch.nn.Linear(8 * (SIDE // 2) ** 2, NUM_CLASSES))
+        if kind == "mlp":
+            return torch.nn.Sequential(
+                torch.nn.Flatten(), torch.nn.Linear(inputs, 32), torch.nn.ReLU(),
+                torch.nn.Linear(32, NUM_CLASSES))
+        if kind == "linear":
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(inputs, NUM_CLASSES))
+    raise ValueError(f"unknown network kind {kind!r}")
+
+
+def random_batch(n=6, channels=1, seed=0):
+    """``(x, y, targets)``: seeded images in [0, 1] (some pixels exactly 0 or 1) and labels."""
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, channels, SIDE, SIDE, generator=generator) * 1.4 - 0.2).clamp(0, 1)
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=generator)
+    offset = torch.randint(1, NUM_CLASSES, (n,), generator=generator)
+    return x, y, (y + offset) % NUM_CLASSES
+
+
+def easy_eps(norm, channels):
+    """A radius so large that the ball covers the whole [0, 1] box of an 8x8 image."""
+    pixels = SIDE * SIDE
+    return {"linf": 1.0, "l2": float(channels * pixels) ** 0.5,
+            "l1": float(channels * pixels), "l0": pixels}[norm]
+
+
+class AttackContract:
+    """Base class of the attack contract suite; set ``attack_name`` (and ``attack_params``).
+
+    Class attributes: ``attack_name`` (the registered name), ``attack_params`` (keyword
+    parameters for :func:`advx.get_attack`) and ``device`` (where the networks and batches
+    live, "cpu" by default).  Override :meth:`make_attack` to test a class that is not
+    registered.  Tests are parametrised over the attack's norms (``setting``: norm, targeted)
+    and over a conv and an MLP network (``network``).
+    """
+
+    attack_name: typing.ClassVar[str | None] = None
+    attack_params: typing.ClassVar[dict] = {}
+    device: typing.ClassVar[str] = "cpu"
+
+    def make_attack(self):
+        """The attack under test; override to build it without the registry."""
+        return advx.get_attack(self.attack_name, **self.attack_params)
+
+    def pytest_generate_tests(self, metafunc):
+        """Parametrise ``setting`` over (norm, targeted) pairs the attack supports."""
+        if "setting" in metafunc.fixturenames:
+            cls = type(self.make_attack())
+            pairs = [(norm, targeted) for norm in sorted(cls.norms)
+                     for targeted in (False, True) if cls.supports_targeted or not targeted]
+            ids = [f"{norm}-targeted" if targeted else norm for norm, targeted in pairs]
+            metafunc.parametrize("setting", pairs, ids=ids)
+        if "network" in metafunc.fixturenames:
+            metafunc.parametrize("network", ["conv", "mlp"])
+
+    @pytest.fixture(autouse=True)
+    def _single_thread(self):
+        """Run on one thread: for these tiny networks more only adds synchronisation cost."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(previous)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _attack(self, setting, network="conv", eps=None, channels=1, seed=0, batch=None):
+        norm, targeted = setting
+        eps = TYPICAL_EPS[norm] if eps is None else eps
+        model = build_network(network, channels).to(self.device)
+        x, y, targets = batch if batch is not None else random_batch(channels=channels)
+        x, y, targets = x.to(self.device), y.to(self.device), targets.to(self.device)
+        threat = ThreatModel(norm=norm, eps=eps, targeted=targeted)
+        result = self.make_attack()(model, x, y, threat, seed=seed,
+                                    targets=targets if targeted else None)
+        return model, x, y, targets if targeted else None, threat, result
+
+    # -- the class itself ------------------------------------------------------------------
+
+    def test_declares_what_it_is(self):
+        """A kebab-case name, a summary docstring, known norms, access and kind."""
+        cls = type(self.make_attack())
+        assert isinstance(cls.name, str) and NAME_PATTERN.match(cls.name), cls.name
+        assert (cls.__doc__ or "").strip(), f"{cls.__name__} has no docstring"
+        assert cls.norms and set(cls.norms) <= set(NORMS), cls.norms
+        assert cls.access in ACCESS, cls.access
+        assert cls.kind in KINDS, cls.kind
+        assert isinstance(cls.supports_targeted, bool)
+
+    def test_parameters_are_described(self):
+        """Every init parameter is an attrs field with a help text."""
+        cls = type(self.make_attack())
+        assert attrs.has(cls), f"{cls.__name__} is not an attrs class"
+        undocumented = [p["name"] for p in describe_params(cls) if not p["help"].strip()]
+        assert not undocumented, f"parameters without metadata help: {undocumented}"
+
+    def test_rejects_unsupported_threat_models(self):
+        """Unsupported norms (and targeted mode, if absent) raise advx.UsageError."""
+        attack = self.make_attack()
+        model = build_network("mlp", 1)
+        x, y, targets = random_batch()
+        unsupported = [ThreatModel(norm=n, eps=TYPICAL_EPS[n]) for n in NORMS
+                       if n not in attack.norms]
+        if not attack.supports_targeted:
+            norm = sorted(attack.norms)[0]
+            unsupported.append(ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=True))
+        for threat in unsupported:
+            with pytest.raises(advx.UsageError):
+                attack(model, x, y, threat, targets=targets if threat.targeted else None)
+
+    # -- every supported setting -----------------------------------------------------------
+
+    def test_keeps_shape_dtype_and_device(self, setting, network):
+        """x_adv is like x; the per-sample fields have length N."""
+        _, x, _, _, _, result = self._attack(setting, network, channels=3)
+        assert result.x_adv.shape == x.shape
+        assert result.x_adv.dtype == x.dtype and result.x_adv.device == x.device
+        for field in ("success", "distance", "pred", "queries"):
+            assert getattr(result, field).shape == (len(x),), field
+
+    # One test function serves every subclass (one per attack): differing executors by design.
+    @settings(max_examples=10, deadline=None,
+              suppress_health_check=[HealthCheck.differing_executors])
+    @given(data=st.data())
+    def test_stays_inside_the_threat_model(self, setting, data):
+        """For random images, labels and eps, every example lies in the ball and bounds."""
+        norm, targeted = setting
+        channels = data.draw(st.sampled_from((1, 3)), label="channels")
+        x = data.draw(image_batches(channels=(channels,), sizes=(SIDE,)), label="x")
+        y = torch.tensor(data.draw(st.lists(st.integers(0, NUM_CLASSES - 1), min_size=len(x),
+                                            max_size=len(x)), label="y"), dtype=torch.int64)
+        targets = (y + data.draw(st.integers(1, NUM_CLASSES - 1), label="shift")) % NUM_CLASSES
+        eps = data.draw(eps_values(norm), label="eps")
+        _, x, _, _, threat, result = self._attack(
+            setting, eps=eps, channels=channels, batch=(x, y, targets),
+            network=data.draw(st.sampled_from(("conv", "mlp")), label="network"))
+        assert bool(threat.contains(x, result.x_adv).all())
+
+    def test_success_matches_the_model(self, setting, network):
+        """success, pred and distance agree with the model and threat model on x_adv."""
+        model, x, y, targets, threat, result = self._attack(setting, network)
+        with torch.no_grad():
+            pred = model(result.x_adv).argmax(1)
+        expected = pred == targets if threat.targeted else pred != y
+        assert torch.equal(result.pred, pred)
+        assert torch.equal(result.success, expected)
+        torch.testing.assert_close(result.distance, threat.distance(x, result.x_adv))
+
+    def test_same_seed_same_output(self, setting):
+        """Two calls with one seed return identical examples."""
+        first = self._attack(setting, seed=7)[-1]
+        second = self._attack(setting, seed=7)[-1]
+        assert torch.equal(first.x_adv, second.x_adv)
+        assert torch.equal(first.success, second.success)
+
+    def test_fools_an_easy_model(self, setting):
+        """With a ball covering the whole box, a gradient attack fools a linear model."""
+        cls = type(self.make_attack())
+        if cls.access != "gradient":
+            pytest.skip(f"only gradient attacks are held to this ({cls.access} access)")
+        x, _, _ = random_batch(n=16)
+        with torch.no_grad():
+            y = build_network("linear", 1)(x).argmax(1)  # clean inputs classified correctly
+        targets = (y + 1 + torch.arange(len(y)) % (NUM_CLASSES - 1)) % NUM_CLASSES
+        result = self._attack(setting, "linear", eps=easy_eps(setting[0], 1),
+                              batch=(x, y, targets))[-1]
+        assert bool(result.success.any()), "no sample fooled although the ball covers the box"
+
+    def test_leaves_model_and_inputs_alone(self, setting):
+        """No gradient accumulates in the parameters; x and y are not modified in place."""
+        x, y, targets = random_batch()
+        model, x_used, y_used, *_ = self._attack(
+            setting, batch=(x.clone(), y.clone(), targets.clone()))
+        assert all(p.grad is None for p in model.parameters())
+        assert torch.equal(x_used.cpu(), x) and torch.equal(y_used.cpu(), y)

@@ -1,0 +1,102 @@
+"""Pieces shared by the gradient attacks: the objective, its input gradient, steps and starts.
+
+The objective is maximised by every attack here.  Untargeted, it is the cross-entropy of the true
+label; targeted, it is minus the cross-entropy of the target label, so that ascending it moves
+the prediction toward the target.  Gradients are taken of its sum over the batch, so each
+sample's gradient does not depend on the rest of the batch.
+"""
+
+import torch
+from torch.nn import functional as F
+
+GRADIENT_NORMS = frozenset({"linf", "l2"})
+
+
+def objective(logits, labels, targeted):
+    """Per-sample value the attack maximises: CE(labels), or -CE(targets) when targeted."""
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    return -loss if targeted else loss
+
+
+def fooled(logits, labels, targeted):
+    """Per-sample success: predicted as the target (targeted) or not as the label."""
+    pred = logits.argmax(1)
+    return pred == labels if targeted else pred != labels
+
+
+def objective_gradient(model, x_adv, labels, targeted):
+    """``(gradient of the objective w.r.t. x_adv, logits)``, gradients taken w.r.t. x_adv only."""
+    with torch.enable_grad():
+        x_adv = x_adv.detach().requires_grad_(True)
+        logits = model(x_adv)
+        # Summed inside the loss: the same gradient as summing per-sample values, in one kernel.
+        total = F.cross_entropy(logits, labels, reduction="sum")
+        (grad,) = torch.autograd.grad(-total if targeted else total, x_adv)
+    return grad, logits.detach()
+
+
+def per_sample(values, like):
+    """View a per-sample vector so that it broadcasts against the batch ``like``."""
+    return values.view(-1, *[1] * (like.dim() - 1))
+
+
+def ascent_direction(norm, grad):
+    """Steepest-ascent direction of unit ``norm``: sign for linf, normalised gradient for l2.
+
+    A zero gradient gives a zero direction (the sample does not move).
+    """
+    if norm == "linf":
+        return grad.sign()
+    if norm == "l2":
+        lengths = grad.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+        return grad / per_sample(lengths, grad)
+    raise ValueError(f"no steepest-ascent step for norm {norm!r}")
+
+
+def projection_onto(threat, x):
+    """A function mapping points into the threat model's ball around ``x`` and its bounds.
+
+    For linf the ball intersected with the box is itself a box: its corners are computed once,
+    and each projection is one clamp (fewer full-size passes per step than
+    ``threat.project``; equal to it up to one rounding of ``x +- eps``).  Other norms use
+    ``threat.project``.
+    """
+    if threat.norm == "linf":
+        lower, upper = threat.bounds
+        low = (x - threat.eps).clamp_min(lower)
+        high = (x + threat.eps).clamp_max(upper)
+        return lambda x_adv: torch.clamp(x_adv, low, high)
+    return lambda x_adv: threat.project(x, x_adv)
+
+
+def ascent_step(norm, project, x_adv, grad, step_size):
+    """One projected step: move ``step_size`` along the ascent direction, then ``project``."""
+    return project(torch.add(x_adv, ascent_direction(norm, grad), alpha=step_size))
+
+
+def random_start(threat, x, generator):
+    """A point drawn uniformly from the threat model's ball around ``x``, clipped to the bounds.
+
+    linf: each coordinate uniform in [-eps, eps].  l2: uniform over the ball's volume, i.e. a
+    direction uniform on the sphere (a normalised Gaussian) and a radius ``eps * u ** (1 / d)``
+    with ``u`` uniform in [0, 1] and ``d`` the number of coordinates per sample.  In the high
+    dimensions of images this radius is close to ``eps`` (the sphere holds most of the volume).
+    """
+    eps = threat.eps
+    if threat.norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        delta = (2 * noise - 1) * eps
+    elif threat.norm == "l2":
+        gaussian = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = ascent_direction("l2", gaussian)
+        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        dims = x[0].numel()
+        delta = direction * per_sample(eps * u.pow(1.0 / max(dims, 1)), x)
+    else:
+        raise ValueError(f"no random start for norm {threat.norm!r}")
+    return threat.project(x, x + delta)
+
+
+def per_sample_where(mask, a, b):
+    """``a`` for samples where ``mask`` is True, else ``b`` (mask has shape (N,))."""
+    return torch.where(per_sample(mask, a), a, b)

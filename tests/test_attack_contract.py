@@ -1,0 +1,71 @@
+"""The attack contract applied to every registered attack, built-in or installed third-party.
+
+One test class per registered name is generated at import, so ``pytest -k pgd`` selects one.
+"""
+
+import advx
+import attrs
+import pytest
+import torch
+from advx.testing import AttackContract
+
+
+def _contract_class(name):
+    class_name = "TestContract_" + name.replace("-", "_")
+    return type(class_name, (AttackContract,), {"attack_name": name, "attack_params": {}})
+
+
+ATTACK_NAMES = advx.get_registry(refresh=True).names("attacks")
+
+for _name in ATTACK_NAMES:
+    _cls = _contract_class(_name)
+    globals()[_cls.__name__] = _cls
+
+
+def test_builtin_attacks_are_registered():
+    """The built-in attacks are found through their entry point, so the contract covers them."""
+    assert {"fgsm", "bim", "pgd"} <= set(ATTACK_NAMES)
+
+
+# -- the contract itself must catch broken attacks -------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class _Broken(advx.FixedEpsilonAttack):
+    """A linf attack with one flaw, chosen by ``flaw``."""
+
+    name = "broken"
+    norms = frozenset({"linf"})
+    flaw: str = attrs.field(metadata={"help": "which rule to break"})
+    undocumented: int = attrs.field(default=0)
+
+    def run(self, model, x, y, threat, *, targets, generator):
+        if self.flaw == "global-rng":
+            noise = torch.rand(x.shape)  # ignores the seeded generator
+            return threat.project(x, x + (2 * noise - 1) * threat.eps)
+        if self.flaw == "param-grads":
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        if self.flaw == "in-place":
+            x.add_(0.0).clamp_(0, 0.5)
+        return x.clone()
+
+
+def _contract_for(flaw):
+    class Contract(AttackContract):
+        def make_attack(self):
+            return _Broken(flaw=flaw)
+
+    return Contract()
+
+
+@pytest.mark.parametrize(("flaw", "test", "setting"), [
+    ("none", "test_parameters_are_described", None),
+    ("global-rng", "test_same_seed_same_output", ("linf", False)),
+    ("param-grads", "test_leaves_model_and_inputs_alone", ("linf", False)),
+    ("in-place", "test_leaves_model_and_inputs_alone", ("linf", False)),
+    ("none", "test_fools_an_easy_model", ("linf", True)),
+])
+def test_contract_catches_a_broken_attack(flaw, test, setting):
+    contract = _contract_for(flaw)
+    method = getattr(contract, test)
+    with pytest.raises(AssertionError):
+        method() if setting is None else method(setting)

@@ -27,6 +27,8 @@ from .model import ModelPlugin
 from .protocol import Protocol
 from .registry import Registry
 from .threat import NORMS, ThreatModel
+from .training import TrainRecipe, evaluate_accuracy, train_model
+from .weights import load_weights, save_weights, weights_digest
 
 _registry = None
 
@@ -67,6 +69,7 @@ __all__ = [
     "AdvxError", "Attack", "AttackResult", "Dataset", "DatasetInfo", "Defense",
     "DuplicatePluginError", "ExitCode", "FixedEpsilonAttack", "MinimizationAttack", "ModelPlugin",
     "NORMS", "ParameterError", "PluginLoadError", "Protocol", "Registry", "ThreatModel",
-    "ThreatModelViolation", "UnknownPluginError", "UsageError", "__version__", "get_attack",
-    "get_dataset", "get_model", "get_registry", "hookimpl", "list_plugins",
+    "ThreatModelViolation", "TrainRecipe", "UnknownPluginError", "UsageError", "__version__",
+    "evaluate_accuracy", "get_attack", "get_dataset", "get_model", "get_registry", "hookimpl",
+    "list_plugins", "load_weights", "save_weights", "train_model", "weights_digest",
 ]

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
+import uuid
 
 import h5py
 import numpy as np
@@ -30,10 +30,9 @@ def save_weights(module, path, metadata):
     """Write ``module``'s state dict and ``metadata`` (JSON-ready dict) to ``path`` atomically."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # honours the umask
     try:
-        with h5py.File(temp, "w") as f:
+        with h5py.File(temp, "w-") as f:
             _write(f, module.state_dict(), metadata)
         os.replace(temp, path)
     except BaseException:

@@ -1,7 +1,9 @@
 """Built-in model plugins, the safe weight store and the model zoo (advx.get_model)."""
 
 import copy
+import os
 import pathlib
+import stat
 import tempfile
 import warnings
 
@@ -170,6 +172,14 @@ class TestWeightStore:
         (tmp_path / "w.npz").write_bytes(b"")
         with pytest.raises(UsageError, match=r"allowed: \.h5"):
             load_weights(nn.Linear(1, 1), tmp_path / "w.npz")
+
+    def test_saved_file_honours_the_umask(self, tmp_path):
+        umask = os.umask(0o022)
+        try:
+            save_weights(nn.Linear(1, 1), tmp_path / "w.h5", {})
+        finally:
+            os.umask(umask)
+        assert stat.S_IMODE((tmp_path / "w.h5").stat().st_mode) == 0o644
 
     def test_failed_save_leaves_nothing(self, tmp_path, monkeypatch):
         def explode(*args):

@@ -140,7 +140,8 @@ def _check_batch(x, y, targets, threat):
     if x.numel() and (float(x.min()) < lower or float(x.max()) > upper):
         raise UsageError(f"x has values outside the threat model's bounds {threat.bounds}")
     if threat.targeted:
-        if targets is None or not torch.is_tensor(targets) or targets.shape != y.shape:
+        if (targets is None or not torch.is_tensor(targets) or targets.shape != y.shape
+                or targets.dtype != torch.int64 or targets.device != x.device):
             raise UsageError("a targeted threat model needs targets: an int64 tensor like y")
     elif targets is not None:
         raise UsageError("targets were given but the threat model is not targeted")

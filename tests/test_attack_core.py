@@ -121,8 +121,7 @@ class TestValidation:
 
     @pytest.mark.parametrize("case", [
         "int-x", "float-y", "short-y", "x-out-of-bounds", "targeted-without-targets",
-        "targets-untargeted", "unsupported-norm", "no-eps", pytest.param("float-targets", marks=(
-            pytest.mark.xfail(strict=True, reason="core: targets dtype unchecked")))])
+        "targets-untargeted", "unsupported-norm", "no-eps", "float-targets"])
     def test_bad_inputs(self, case):
         x, y = centred_batch()
         threat, targets = THREAT, None

@@ -7,7 +7,7 @@ import torch
 from ._gradients import GRADIENT_NORMS, random_start
 from ._iterative import ascend, attack_labels, merge, step_size_field, steps_field
 
-MADRY_MNIST_REL_STEP = 0.01 / 0.3
+TRAVEL = 2.5  # default total travel of one run, in units of eps (Madry et al.'s rule)
 
 
 def _restarts_need_random_start(instance, attribute, value):
@@ -35,10 +35,12 @@ class PGD(advx.FixedEpsilonAttack):
 
     steps: int = steps_field(40)
     step_size: float | None = step_size_field("rel_step_size * eps")
-    rel_step_size: float = attrs.field(
-        default=MADRY_MNIST_REL_STEP, converter=float, validator=attrs.validators.gt(0),
+    rel_step_size: float | None = attrs.field(
+        default=None, converter=attrs.converters.optional(float),
+        validator=attrs.validators.optional(attrs.validators.gt(0)),
         metadata={"help": "step size as a fraction of eps, used when step_size is None "
-                          "(default 0.01/0.3: Madry's MNIST schedule, eps 0.3 -> 0.01)"})
+                          "(default 2.5 / steps, so a run can travel 2.5 eps; Madry's MNIST "
+                          "schedule, 40 steps of 0.01 at eps 0.3, is step_size = 0.01)"})
     random_start: bool = attrs.field(
         default=True, validator=attrs.validators.instance_of(bool),
         metadata={"help": "start each run at a uniformly random point of the ball"})
@@ -51,7 +53,8 @@ class PGD(advx.FixedEpsilonAttack):
         labels = attack_labels(y, targets, threat)
         step_size = self.step_size
         if step_size is None:
-            step_size = self.rel_step_size * threat.eps
+            rel = TRAVEL / self.steps if self.rel_step_size is None else self.rel_step_size
+            step_size = rel * threat.eps
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         best = self._one_run(model, x, labels, threat, step_size, generator)
         queries += self.steps + (self.restarts > 1)

@@ -3,9 +3,10 @@
 The floor of a k-step gradient attack is k forward + backward passes of the model (the gradient
 of the cross-entropy w.r.t. the input, by ``torch.autograd.grad``).  This times advx's PGD
 (Linf eps 0.3, 40 steps of 0.01, one random start) on madry-cnn over MNIST test digits against
-that floor, on the same batches in the same run.  Attack and floor timings alternate over
-several rounds (the order flips every round) and the medians are compared, because timings on
-shared machines drift by 10% back to back.
+that floor, on the same batches in the same run.  Attack and floor alternate batch by batch
+(the order flipping every pair) over several rounds, because timings on shared machines drift
+by 10% back to back; the ratio reported is the median of the per-batch attack/floor ratios.
+Batches of 500 by default.
 
     python bench/pgd_floor.py                 # trained madry-cnn (trained and cached if needed)
     python bench/pgd_floor.py --untrained     # seeded initial weights: timing only
@@ -23,6 +24,7 @@ import statistics
 import time
 
 import advx
+import attrs
 import torch
 
 README = pathlib.Path(__file__).with_name("README.md")
@@ -48,70 +50,98 @@ def load(args):
     return model.eval(), list(zip(x.split(args.batch), y.split(args.batch)))
 
 
-def run_attack(attack, model, batches, threat):
-    """Seconds for the attack over all batches, and the number of samples left unfooled."""
-    start = time.perf_counter()
-    robust = sum(int((~attack(model, x, y, threat, seed=i).success).sum())
-                 for i, (x, y) in enumerate(batches))
-    return time.perf_counter() - start, robust
+@attrs.define
+class Timings:
+    """Seconds per round, attack/floor ratio per batch pair, robust count, load averages."""
+
+    attack_s: list = attrs.Factory(list)
+    floor_s: list = attrs.Factory(list)
+    pair_ratios: list = attrs.Factory(list)
+    robust: list = attrs.Factory(list)  # unfooled per round
+    loads: list = attrs.Factory(list)
+
+    def add(self, round_, attack, floor, unfooled):
+        if len(self.attack_s) == round_:
+            self.attack_s.append(0.0), self.floor_s.append(0.0), self.robust.append(0)
+        self.attack_s[round_] += attack
+        self.floor_s[round_] += floor
+        self.robust[round_] += unfooled
+        self.pair_ratios.append(attack / floor)
 
 
-def run_floor(model, batches, steps):
-    """Seconds for ``steps`` forward + backward passes (input gradient of CE) per batch."""
+def time_attack(attack, model, x, y, threat, seed):
+    """Seconds for the attack on one batch, and the number of samples left unfooled."""
     start = time.perf_counter()
-    for x, y in batches:
-        x = x.clone().requires_grad_(True)
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
-            torch.autograd.grad(loss, x)
+    result = attack(model, x, y, threat, seed=seed)
+    seconds = time.perf_counter() - start
+    return seconds, int((~result.success).sum())
+
+
+def time_floor(model, x, y, steps):
+    """Seconds for ``steps`` forward + backward passes (input gradient of CE) on one batch."""
+    start = time.perf_counter()
+    x = x.clone().requires_grad_(True)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+        torch.autograd.grad(loss, x)
     return time.perf_counter() - start
 
 
 def measure(args, model, batches):
-    """Interleaved timings over ``rounds``: attack and floor seconds, robust count, load."""
+    """Per round, attack and floor seconds over all batches, timed pairwise per batch.
+
+    Attack and floor alternate batch by batch (the order flips every pair), so slow phases of
+    a shared machine hit both alike.
+    """
     steps = 40
     attack = advx.get_attack("pgd", steps=steps, step_size=0.01, random_start=True, restarts=1)
     threat = advx.ThreatModel(norm="linf", eps=0.3)
-    run_floor(model, batches[:1], 2)  # warm-up: allocator and kernels
-    attack_s, floor_s, robust, load = [], [], None, [os.getloadavg()[0]]
+    time_floor(model, *batches[0], 2)  # warm-up: allocator and kernels
+    timings = Timings(loads=[os.getloadavg()[0]])
     for r in range(args.rounds):
-        order = ("attack", "floor") if r % 2 == 0 else ("floor", "attack")
-        for what in order:
-            if what == "attack":
-                seconds, robust = run_attack(attack, model, batches, threat)
-                attack_s.append(seconds)
-            else:
-                floor_s.append(run_floor(model, batches, steps))
-        load.append(os.getloadavg()[0])
-        print(f"round {r + 1}: attack {attack_s[-1]:.2f} s, floor {floor_s[-1]:.2f} s, "
-              f"ratio {attack_s[-1] / floor_s[-1]:.3f}, load {load[-1]:.1f}")
-    return attack_s, floor_s, robust, load
+        for i, (x, y) in enumerate(batches):
+            first_attack = len(timings.pair_ratios) % 2 == 0
+            if not first_attack:
+                floor = time_floor(model, x, y, steps)
+            seconds, unfooled = time_attack(attack, model, x, y, threat, seed=i)
+            if first_attack:
+                floor = time_floor(model, x, y, steps)
+            timings.add(r, seconds, floor, unfooled)
+        timings.loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}: attack {timings.attack_s[r]:.2f} s, "
+              f"floor {timings.floor_s[r]:.2f} s, load {timings.loads[-1]:.1f}")
+    return timings
 
 
-def report(args, model, n, attack_s, floor_s, robust, load):
-    """The Markdown section for README.md."""
-    attack_med, floor_med = statistics.median(attack_s), statistics.median(floor_s)
+def report(args, model, n, t):
+    """The Markdown section for README.md from :class:`Timings` ``t``."""
+    attack_med, floor_med = statistics.median(t.attack_s), statistics.median(t.floor_s)
+    ratio = statistics.median(t.pair_ratios)
     source = getattr(model, "advx_metadata", {}).get("source", "?")
     weights = "untrained (seeded init)" if args.untrained else f"trained (weights: {source})"
     flags = " --untrained" if args.untrained else ""
+    robust = t.robust[-1]
     return "\n".join([
         "### PGD-40 vs its floor (madry-cnn, MNIST)",
         "",
         f"PGD Linf eps 0.3, 40 steps of 0.01, one random start; madry-cnn {weights}; "
         f"{n} MNIST test digits in batches of {args.batch}; {args.threads} torch threads; "
-        f"median of {args.rounds} interleaved rounds. Floor: 40 forward + backward passes "
-        "(input gradient of the CE loss) on the same batches.",
+        f"{args.rounds} rounds, attack and floor alternating batch by batch. "
+        "Floor: 40 forward + backward passes (input gradient of the CE loss) on the same "
+        "batches.",
         "",
-        "| | seconds (median) | per step and digit |",
+        "| | seconds per round (median) | per step and digit |",
         "|---|---|---|",
         f"| advx pgd | {attack_med:.2f} | {attack_med / 40 / n * 1e3:.3f} ms |",
         f"| floor (40 x fwd+bwd) | {floor_med:.2f} | {floor_med / 40 / n * 1e3:.3f} ms |",
-        f"| **ratio** | **{attack_med / floor_med:.3f}** | target < 1.10 |",
+        f"| **ratio** (median of {len(t.pair_ratios)} batch pairs) | **{ratio:.3f}** "
+        "| target < 1.10 |",
         "",
-        f"Robust accuracy: {robust / n:.1%} ({robust} of {n}). Per-round ratios: "
-        + ", ".join(f"{a / f:.3f}" for a, f in zip(attack_s, floor_s))
-        + f". 1-minute load average during the rounds: {min(load):.1f} to {max(load):.1f} "
-        f"on {os.cpu_count()} CPUs (other processes inflate the cost of every kernel launch).",
+        f"Robust accuracy: {robust / n:.1%} ({robust} of {n}). Pair ratios: "
+        + ", ".join(f"{r:.3f}" for r in t.pair_ratios)
+        + f". 1-minute load average during the rounds: {min(t.loads):.1f} to "
+        f"{max(t.loads):.1f} on {os.cpu_count()} CPUs (other processes inflate the cost of "
+        "every kernel launch).",
         "",
         f"Command: `python bench/pgd_floor.py{flags}` — {datetime.date.today().isoformat()}, "
         f"torch {torch.__version__}, advx {advx.__version__}, Python {platform.python_version()}, "
@@ -135,9 +165,9 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     model, batches = load(args)
-    attack_s, floor_s, robust, loads = measure(args, model, batches)
+    timings = measure(args, model, batches)
     n = sum(len(y) for _, y in batches)
-    section = report(args, model, n, attack_s, floor_s, robust, loads)
+    section = report(args, model, n, timings)
     print(section)
     if not args.no_readme:
         update_readme(section)

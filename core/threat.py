@@ -21,13 +21,19 @@ def _to_eps(value):
     if value is None:
         return None
     if isinstance(value, str):
-        value = float(Fraction(value.strip()))
+        try:
+            value = float(Fraction(value.strip()))
+        except ZeroDivisionError:
+            raise ValueError(f"eps {value!r} divides by zero") from None
     return float(value)
 
 
 def _to_bounds(value):
-    lower, upper = value
-    return (float(lower), float(upper))
+    try:
+        lower, upper = value
+        return (float(lower), float(upper))
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be a pair (lower, upper), got {value!r}") from None
 
 
 def _check_bounds(instance, attribute, value):
@@ -110,8 +116,8 @@ def distance(norm, delta):
     flat = delta.flatten(1)
     if norm == "l1":
         return flat.abs().sum(1)
-    if norm == "l2":
-        return flat.norm(p=2, dim=1)
+    if norm == "l2":  # accumulate in float64: tiny perturbations must not underflow to 0
+        return torch.linalg.vector_norm(flat, 2, dim=1, dtype=torch.float64).to(flat.dtype)
     if norm == "linf":
         return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
     raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(NORMS)}")

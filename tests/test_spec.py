@@ -1,8 +1,10 @@
 """Spec parsing: valid specs round-trip; bad ones fail with the file, the key and what's allowed."""
 
+from pathlib import Path
+
 import advx
 import pytest
-from advx.spec import SpecError, parse_spec, spec_from_dict
+from advx.spec import SpecError, load_spec, parse_spec, spec_from_dict
 from advx.tomlwrite import dumps
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,3 +90,10 @@ def test_any_eps_is_accepted_or_rejected_cleanly(eps):
     except SpecError:
         return
     assert all(0 <= e <= 1 for e in spec.attacks[0].eps)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_example_specs_are_valid(registry, path):
+    spec = load_spec(path, registry)
+    assert spec.models and spec.attacks

@@ -8,9 +8,10 @@ import torch
 
 from ._version import __version__
 from .report import write_report
-from .runner import Session, resolve_device
+from .runner import Session
 from .spec import PluginSpec
 from .tomlwrite import dumps
+from .training import resolve_device
 from .weights import weights_digest
 
 
@@ -37,7 +38,7 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=True
         "advx_version": __version__,
         "torch_version": torch.__version__,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "device": session.device,
+        "device": str(session.device),
         "title": spec.title,
         "spec": spec.to_dict(),
         "dataset": {"name": spec.dataset.name, "identity": session.dataset.identity(),

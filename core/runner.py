@@ -24,17 +24,6 @@ def unit_seed(*parts):
     return int(digest[:15], 16)
 
 
-def resolve_device(device):
-    """``"auto"`` picks CUDA when present; ``"cuda"`` without CUDA is a usage error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was asked for but torch sees no CUDA device")
-    return device
-
-
 @attrs.frozen
 class Outcome:
     """Per-sample results of one attack at one eps on one model (tensors on the CPU)."""

@@ -73,10 +73,13 @@ def resolve_device(device):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise UsageError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") \
             from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' was asked for but torch sees no CUDA device")
+    return device
 
 
 def make_optimizer(module, recipe):

@@ -159,3 +159,24 @@ def test_quickstart_on_real_mnist(tmp_path):
     pgd = {r["eps"]: r["robust_accuracy"] for r in report["results"] if r["attack"] == "pgd"}
     fgsm = {r["eps"]: r["robust_accuracy"] for r in report["results"] if r["attack"] == "fgsm"}
     assert pgd[0.3] < 0.05 and all(pgd[e] <= fgsm[e] for e in pgd)
+
+
+def test_list_reports_a_broken_plugin_and_lists_the_rest(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points(group="advx")
+
+    class Broken:
+        name, value = "broken-thing", "advx_broken_thing"
+        dist = type("Dist", (), {"name": "advx-broken"})()
+
+        def load(self):
+            raise ImportError("No module named 'advx_broken_thing'")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [*real, Broken()])
+    monkeypatch.setattr(advx, "_registry", None)
+    result = CliRunner().invoke(cli, ["list", "attacks", "--json"])
+    monkeypatch.setattr(advx, "_registry", None)
+    assert result.exit_code == 0
+    assert "pgd" in {e["name"] for e in json.loads(result.stdout)}
+    assert "broken-thing" in result.stderr and "advx-broken" in result.stderr

@@ -95,6 +95,8 @@ class Attack:
         if not bool(unbounded.contains(x, x_adv).all()):
             raise ThreatModelViolation(
                 f"attack {self.name!r} returned examples outside the input bounds {threat.bounds}")
+        # Within float tolerance of the bounds: clip exactly (moves toward x, so stays in the ball).
+        x_adv = x_adv.clamp(*threat.bounds)
         inside = threat.contains(x, x_adv)
         if self.kind == "minimization":
             # A minimal adversarial beyond eps is not an adversarial of this threat model.

@@ -1,5 +1,7 @@
 """The core's side of the attack contract: Attack.__call__ validates, enforces and recomputes."""
 
+from typing import ClassVar
+
 import advx
 import attrs
 import pytest
@@ -176,3 +178,21 @@ class TestModelMode:
         with pytest.raises(advx.ThreatModelViolation):
             TwiceEpsAttack()(model, *centred_batch(), THREAT)
         assert model.training
+
+
+def test_outputs_within_float_tolerance_are_clipped_exactly_into_the_bounds():
+    @attrs.frozen(kw_only=True)
+    class Overshoot(advx.FixedEpsilonAttack):
+        """Returns ones plus a float-rounding overshoot of 5e-7."""
+
+        name: ClassVar[str] = "overshoot"
+        norms: ClassVar[frozenset] = frozenset({"linf"})
+
+        def run(self, model, x, y, threat, *, targets, generator):
+            return torch.ones_like(x) + 5e-7
+
+    x = torch.full((2, 1, 2, 2), 0.9)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    result = Overshoot()(model, x, torch.zeros(2, dtype=torch.int64),
+                         advx.ThreatModel(norm="linf", eps=0.2))
+    assert float(result.x_adv.max()) == 1.0

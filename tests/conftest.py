@@ -45,17 +45,6 @@ batch_size = 32
 
 
 @pytest.fixture
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    """One cache for the whole session, so the tiny model trains once."""
-    return tmp_path_factory.mktemp("shared-cache")
-
-
-@pytest.fixture
 def tiny_spec(tmp_path):
     def write(extra="", text=None):
         path = tmp_path / "spec.toml"

@@ -209,3 +209,14 @@ class TestAgainstTorchattacks:
         result = attack(model, x, y, threat, targets=targets if targeted else None)
         assert 0 < int(hits.any(0).sum()) < len(x)  # both kinds of samples are compared
         torch.testing.assert_close(result.x_adv, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, travel", [("pgd", 2.5), ("bim", 1.25)])
+def test_default_step_size_travels_a_fixed_multiple_of_eps(toy, name, travel):
+    model, x, y = toy
+    params = {"random_start": False} if name == "pgd" else {}
+    default = advx.get_attack(name, steps=4, **params)
+    explicit = advx.get_attack(name, steps=4, step_size=travel * EPS / 4, **params)
+    assert torch.equal(default(model, x, y, _linf()).x_adv, explicit(model, x, y, _linf()).x_adv)
+    other = advx.get_attack(name, steps=4, step_size=0.5 * travel * EPS / 4, **params)
+    assert not torch.equal(default(model, x, y, _linf()).x_adv, other(model, x, y, _linf()).x_adv)

@@ -96,6 +96,16 @@ def step_size_field(rule):
         metadata={"help": f"absolute step size on the input scale (default: {rule})"})
 
 
+def resolve_step_size(step_size, eps, steps, travel, rel_step_size=None):
+    """The absolute step: ``step_size`` if given, else ``rel_step_size * eps``, else the step
+    that lets ``steps`` steps travel ``travel * eps`` in all."""
+    if step_size is not None:
+        return step_size
+    if rel_step_size is not None:
+        return rel_step_size * eps
+    return travel * eps / steps
+
+
 def constant_queries(x, count):
     """A per-sample query count of ``count`` model evaluations."""
     return torch.full((len(x),), count, dtype=torch.int64, device=x.device)

@@ -4,7 +4,14 @@ import advx
 import attrs
 
 from ._gradients import GRADIENT_NORMS
-from ._iterative import ascend, attack_labels, constant_queries, step_size_field, steps_field
+from ._iterative import (
+    ascend,
+    attack_labels,
+    constant_queries,
+    resolve_step_size,
+    step_size_field,
+    steps_field,
+)
 
 KURAKIN_TRAVEL = 1.25
 
@@ -29,9 +36,7 @@ class BIM(advx.FixedEpsilonAttack):
     step_size: float | None = step_size_field("1.25 * eps / steps")
 
     def run(self, model, x, y, threat, *, targets, generator):
-        step_size = self.step_size
-        if step_size is None:
-            step_size = KURAKIN_TRAVEL * threat.eps / self.steps
+        step_size = resolve_step_size(self.step_size, threat.eps, self.steps, KURAKIN_TRAVEL)
         result = ascend(model, x, attack_labels(y, targets, threat), threat, start=x,
                         steps=self.steps, step_size=step_size, targeted=threat.targeted)
         return result.x_adv, constant_queries(x, self.steps)

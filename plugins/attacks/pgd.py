@@ -5,7 +5,14 @@ import attrs
 import torch
 
 from ._gradients import GRADIENT_NORMS, random_start
-from ._iterative import ascend, attack_labels, merge, step_size_field, steps_field
+from ._iterative import (
+    ascend,
+    attack_labels,
+    merge,
+    resolve_step_size,
+    step_size_field,
+    steps_field,
+)
 
 TRAVEL = 2.5  # default total travel of one run, in units of eps (Madry et al.'s rule)
 
@@ -51,10 +58,8 @@ class PGD(advx.FixedEpsilonAttack):
 
     def run(self, model, x, y, threat, *, targets, generator):
         labels = attack_labels(y, targets, threat)
-        step_size = self.step_size
-        if step_size is None:
-            rel = TRAVEL / self.steps if self.rel_step_size is None else self.rel_step_size
-            step_size = rel * threat.eps
+        step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL,
+                                      self.rel_step_size)
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         best = self._one_run(model, x, labels, threat, step_size, generator)
         queries += self.steps + (self.restarts > 1)

@@ -106,12 +106,12 @@ def parse_spec(text, registry, source="<spec>", base_dir=None):
 def spec_from_dict(data, registry, source="<spec>", base_dir=None):
     _no_unknown(data, TOP_LEVEL_KEYS, source, "the top level")
     where = _Where(source)
-    dataset = _plugin(registry, "datasets", _table(data, "dataset", where), where.at("dataset"))
+    dataset, _ = _plugin(registry, "datasets", _table(data, "dataset", where), where.at("dataset"))
     models = _models(registry, data.get("models"), where, base_dir)
     attacks = _attacks(registry, data.get("attacks", []), where)
     protocol_table = dict(data.get("protocol", {"name": DEFAULT_PROTOCOL}))
     protocol_table.setdefault("name", DEFAULT_PROTOCOL)
-    protocol = _plugin(registry, "protocols", protocol_table, where.at("protocol"))
+    protocol, _ = _plugin(registry, "protocols", protocol_table, where.at("protocol"))
     title = data.get("title", "")
     if not isinstance(title, str):
         raise SpecError(f"{source}: title must be a string")
@@ -146,16 +146,17 @@ def _table(data, key, where):
 
 
 def _plugin(registry, kind, table, where, reserved=()):
-    """The plugin named by ``table["name"]``, with the remaining keys validated as parameters."""
+    """``(PluginSpec, instance)`` of the plugin named by ``table["name"]``; the remaining keys
+    are its parameters, validated by building the instance."""
     name = table.get("name")
     if not isinstance(name, str):
         raise where.error(f"needs name = \"...\", one of: {', '.join(registry.names(kind))}")
     params = {k: v for k, v in table.items() if k != "name" and k not in reserved}
     try:
-        registry.create(kind, name, **params)
+        instance = registry.create(kind, name, **params)
     except UsageError as exc:
         raise where.error(str(exc)) from None
-    return PluginSpec(name, params)
+    return PluginSpec(name, params), instance
 
 
 def _array_of_tables(value, where, allow_empty):
@@ -184,7 +185,7 @@ def _models(registry, value, where, base_dir):
     for i, table in enumerate(_array_of_tables(value, where.at("models"), allow_empty=False)):
         at = where.at(f"models[{i}]")
         ident = _unique_id(table, used, at)
-        plugin = _plugin(registry, "models", table, at, reserved)
+        plugin, _ = _plugin(registry, "models", table, at, reserved)
         train = table.get("train", {})
         if not isinstance(train, dict):
             raise at.error("train must be a table of recipe fields")
@@ -210,8 +211,7 @@ def _attacks(registry, value, where):
     for i, table in enumerate(_array_of_tables(value, where.at("attacks"), allow_empty=True)):
         at = where.at(f"attacks[{i}]")
         ident = _unique_id(table, used, at)
-        plugin = _plugin(registry, "attacks", table, at, reserved)
-        attack = registry.create("attacks", plugin.name, **plugin.params)
+        plugin, attack = _plugin(registry, "attacks", table, at, reserved)
         norm = table.get("norm")
         if norm not in NORMS:
             raise at.error(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")

@@ -131,6 +131,39 @@ class MinimizationAttack(Attack):
     kind: ClassVar[str] = "minimization"
 
 
+@attrs.frozen(kw_only=True)
+class TransferAttack(FixedEpsilonAttack):
+    """Adversarials crafted on a *source* model by a *source attack*, evaluated on the target.
+
+    Subclasses declare two fields the runner reads: ``source`` (a model table as in a spec:
+    name, parameters, ``train`` or ``checkpoint``; or, from Python, a module) and
+    ``source_attack`` (an attack table: name and parameters). Inside ``advx run`` the runner
+    takes the source set from the cache (computing it if absent, under the same threat model,
+    samples and targets) and evaluates it on the target through :class:`Replay`; ``run`` is
+    only used when an attack is called directly from Python.
+    """
+
+    access: ClassVar[str] = "transfer"
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Replay(FixedEpsilonAttack):
+    """Examples computed elsewhere (a transfer source), evaluated on a model as they are.
+
+    Not a registered plugin: the runner builds one per batch. The core checks the examples
+    against the threat model like any attack's output; they cost the target no query.
+    """
+
+    name: ClassVar[str] = "replay"
+    norms: ClassVar[frozenset] = frozenset({"l0", "l1", "l2", "linf"})
+    access: ClassVar[str] = "transfer"
+
+    examples: torch.Tensor = attrs.field(metadata={"help": "the examples, aligned with x"})
+
+    def run(self, model, x, y, threat, *, targets, generator):
+        return self.examples.to(device=x.device, dtype=x.dtype)
+
+
 def _check_batch(x, y, targets, threat):
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 2:
         raise UsageError("x must be a floating-point tensor of shape (N, C, H, W)")

@@ -34,6 +34,13 @@ def _eps(value):
     return "min" if value is None else f"{value:g}"
 
 
+def _origin(row):
+    """Where a result's adversarial set came from, with its key's first 12 characters."""
+    if not row.get("set_key"):
+        return "n/a"
+    return f"{row.get('cache', 'computed')} {row['set_key'][:12]}"
+
+
 def markdown(report):
     """report.md: clean accuracy, per-attack results and the worst case, as tables."""
     lines = [f"# advx report{': ' + report['title'] if report.get('title') else ''}", ""]
@@ -45,12 +52,12 @@ def markdown(report):
         lines.append(f"| {model['id']} | {model['source']} | {_pct(model['clean_accuracy'])} |")
     lines += ["", "## Robust accuracy per attack", "",
               "| model | attack | threat | robust accuracy | attack success | median distance "
-              "| seconds |", "|---|---|---|---|---|---|---|"]
+              "| seconds | set |", "|---|---|---|---|---|---|---|---|"]
     for r in report.get("results", []):
         threat = f"{r['norm']} {_eps(r['eps'])}{' targeted' if r['targeted'] else ''}"
         lines.append(f"| {r['model']} | {r['attack']} | {threat} | {_pct(r['robust_accuracy'])} "
                      f"| {_pct(r['attack_success_rate'])} | {_num(r['median_distance'])} "
-                     f"| {r['seconds']:.1f} |")
+                     f"| {r['seconds']:.1f} | {_origin(r)} |")
     lines += ["", "## Worst case over attacks", "",
               "| model | threat | robust accuracy | attacks |", "|---|---|---|---|"]
     for w in report.get("worst_case", []):
@@ -59,7 +66,11 @@ def markdown(report):
     lines += ["", "Robust accuracy counts a sample when the model classifies both the clean and "
               "the adversarial input correctly. Attack success is measured on the samples the "
               "model classifies correctly (and, for targeted attacks, whose label is not the "
-              "target), recomputed from the model's predictions on the returned examples.", ""]
+              "target), recomputed from the model's predictions on the returned examples. "
+              "Seconds are the compute time of each adversarial set; \"set\" says whether it "
+              "was computed in "
+              "this run, read from the cache, or resumed from a killed run, and gives its key "
+              "(`advx cache info KEY`).", ""]
     return "\n".join(lines)
 
 

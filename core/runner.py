@@ -8,14 +8,21 @@ the same device.
 
 import hashlib
 import json
-import time
 
 import attrs
+import numpy as np
 import torch
 
 from . import zoo
+from .attack import Replay, TransferAttack
 from .errors import UsageError
+from .paths import cache_root
 from .progress import progress_bar
+from .sets import obtain_set
+from .spec import attack_spec_dict, model_spec_dict, transfer_source
+from .store import identity_digest, set_key
+from .units import provenance, result_arrays, result_layout, set_identity
+from .weights import weights_digest
 
 
 def unit_seed(*parts):
@@ -33,7 +40,10 @@ class Outcome:
     distance: torch.Tensor
     queries: torch.Tensor
     eligible: torch.Tensor  # samples the attack is scored on (correct, and y != target)
-    seconds: float
+    seconds: float  # compute time of the set, summed over its batches (also when read back)
+    key: str = ""  # the set's cache key
+    origin: str = "computed"  # computed, cache or resumed
+    reused_batches: int = 0
 
 
 class Session:
@@ -48,7 +58,9 @@ class Session:
         self.x, self.y = x[:limit], y[:limit]
         self.bounds = tuple(self.dataset.info.bounds)
         self.model_sources = {}
+        self.cache_root = cache_root(cache)
         self._models, self._clean, self._outcomes = {}, {}, {}
+        self._sets, self._digests = {}, {}
         self.observers = []
 
     @property
@@ -108,37 +120,85 @@ class Session:
         """The :class:`Outcome` of ``attack_spec`` at ``eps`` on ``model_spec`` (memoised)."""
         key = (model_spec.id, attack_spec.id, eps)
         if key not in self._outcomes:
-            self._outcomes[key] = self._compute(model_spec, attack_spec, eps)
+            obtained = self.adversarial_set(model_spec, attack_spec, eps)
+            self._outcomes[key] = self._outcome(model_spec, attack_spec, obtained)
             self._notify(model_spec, attack_spec, eps, self._outcomes[key])
         return self._outcomes[key]
 
-    def _compute(self, model_spec, attack_spec, eps):
+    def adversarial_set(self, model_spec, attack_spec, eps):
+        """The :class:`~advx.sets.Obtained` set of one unit: cached, resumed or computed."""
+        memo = (model_spec.id, attack_spec.id, eps)
+        if memo not in self._sets:
+            self._sets[memo] = self._obtain(model_spec, attack_spec, eps)
+        return self._sets[memo]
+
+    def _obtain(self, model_spec, attack_spec, eps):
         model = self.model(model_spec)
         plugin = attack_spec.plugin
         attack = self.registry.create("attacks", plugin.name, **plugin.params)
         threat = attack_spec.threat(eps, self.bounds)
-        base = [self.protocol.seed, model_spec.id, attack_spec.id, attack_spec.norm, eps]
-        targets = self.targets_for(attack_spec, model_spec, unit_seed(*base, "targets"))
-        parts, started = [], time.perf_counter()
+        source = None
+        if isinstance(attack, TransferAttack):
+            source = self.adversarial_set(*transfer_source(attack_spec, attack), eps).stored
+        identity = set_identity(
+            model_name=model_spec.plugin.name, weights_sha256=self.weights_digest(model_spec),
+            dataset_identity=self.dataset.identity(), n=self.n, attack=attack, threat=threat,
+            target=attack_spec.target, seed=self.protocol.seed,
+            batch_size=self.protocol.batch_size, source_key=source and source.key)
+        base = identity_digest(identity)
+        if source is not None:
+            targets = torch.from_numpy(source.arrays["targets"])
+            examples = torch.from_numpy(source.arrays["x_adv"])
+        else:
+            targets = self.targets_for(attack_spec, model_spec, unit_seed(base, "targets"))
+            targets = torch.full_like(self.y, -1) if targets is None else targets
+
+        def compute_batch(start, stop):
+            x = self.x[start:stop].to(self.device)
+            y = self.y[start:stop].to(self.device)
+            t = targets[start:stop].to(self.device) if threat.targeted else None
+            runner = attack if source is None else Replay(examples=examples[start:stop])
+            return result_arrays(runner(model, x, y, threat, targets=t,
+                                        seed=unit_seed(base, start)))
+
+        fragment = {"model": model_spec_dict(model_spec), "attack": attack_spec_dict(attack_spec),
+                    "dataset": self.spec.to_dict()["dataset"],
+                    "protocol": {"name": self.spec.protocol.name,
+                                 "seed": self.protocol.seed,
+                                 "batch_size": self.protocol.batch_size}}
         label = f"{attack_spec.id} {threat} on {model_spec.id}"
         with progress_bar(label, self.n, enabled=self.progress) as advance:
-            for start, x, y in self._batches():
-                t = None if targets is None else targets[start:start + len(x)].to(self.device)
-                result = attack(model, x, y, threat, targets=t, seed=unit_seed(*base, start))
-                parts.append([result.pred, result.success, result.distance, result.queries])
-                advance(len(x))
-        pred, success, distance, queries = (torch.cat([p[i] for p in parts]).cpu()
-                                            for i in range(4))
+            return obtain_set(
+                self.cache_root, set_key(identity),
+                inputs={"y": self.y.numpy(), "indices": np.arange(self.n, dtype=np.int64),
+                        "targets": targets.numpy()},
+                layout=result_layout(self.x, threat), batch_size=self.protocol.batch_size,
+                provenance=provenance(identity, spec_fragment=fragment, device=self.device),
+                compute_batch=compute_batch, advance=advance)
+
+    def _outcome(self, model_spec, attack_spec, obtained):
+        arrays = obtained.stored.arrays
         eligible = self.clean_correct(model_spec)
-        if targets is not None:
-            eligible = eligible & (targets != self.y)
-        return Outcome(pred, success, distance, queries, eligible,
-                       time.perf_counter() - started)
+        if attack_spec.targeted:
+            eligible = eligible & (torch.from_numpy(arrays["targets"]) != self.y)
+        return Outcome(pred=torch.from_numpy(arrays["pred"]),
+                       success=torch.from_numpy(arrays["success"]),
+                       distance=torch.from_numpy(arrays["distance"]),
+                       queries=torch.from_numpy(arrays["queries"]),
+                       eligible=eligible, seconds=obtained.stored.seconds,
+                       key=obtained.stored.key, origin=obtained.origin,
+                       reused_batches=obtained.reused_batches)
+
+    def weights_digest(self, model_spec):
+        """sha256 of the model's weights (memoised)."""
+        if model_spec.id not in self._digests:
+            self._digests[model_spec.id] = weights_digest(self.model(model_spec))
+        return self._digests[model_spec.id]
 
     def _notify(self, model_spec, attack_spec, eps, outcome):
         unit = {"model": model_spec.id, "attack": attack_spec.id, "norm": attack_spec.norm,
                 "eps": eps, "n": self.n}
-        result = {"seconds": outcome.seconds,
+        result = {"seconds": outcome.seconds, "cache": outcome.origin, "key": outcome.key,
                   "robust_accuracy": float(self.robust_correct(model_spec, outcome).float().mean()),
                   "attack_success_rate": success_rate(outcome)}
         for observer in self.observers:

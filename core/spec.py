@@ -26,10 +26,13 @@ from pathlib import Path
 
 import attrs
 
+from .attack import TransferAttack
 from .errors import UsageError
 from .threat import NORMS, ThreatModel
 from .training import TrainRecipe
 
+MODEL_RESERVED = ("id", "train", "checkpoint")
+ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target")
 TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
 TARGET_MODES = ("random", "next", "least-likely")
 DEFAULT_PROTOCOL = "robust-accuracy"
@@ -108,7 +111,7 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
     where = _Where(source)
     dataset, _ = _plugin(registry, "datasets", _table(data, "dataset", where), where.at("dataset"))
     models = _models(registry, data.get("models"), where, base_dir)
-    attacks = _attacks(registry, data.get("attacks", []), where)
+    attacks = _attacks(registry, data.get("attacks", []), where, base_dir)
     protocol_table = dict(data.get("protocol", {"name": DEFAULT_PROTOCOL}))
     protocol_table.setdefault("name", DEFAULT_PROTOCOL)
     protocol, _ = _plugin(registry, "protocols", protocol_table, where.at("protocol"))
@@ -180,50 +183,98 @@ def _unique_id(table, used, where):
 
 
 def _models(registry, value, where, base_dir):
-    reserved = ("id", "train", "checkpoint")
     models, used = [], set()
     for i, table in enumerate(_array_of_tables(value, where.at("models"), allow_empty=False)):
         at = where.at(f"models[{i}]")
-        ident = _unique_id(table, used, at)
-        plugin, _ = _plugin(registry, "models", table, at, reserved)
-        train = table.get("train", {})
-        if not isinstance(train, dict):
-            raise at.error("train must be a table of recipe fields")
-        try:
-            TrainRecipe.from_dict(train)
-        except UsageError as exc:
-            raise at.at("train").error(str(exc)) from None
-        checkpoint = table.get("checkpoint")
-        if checkpoint is not None:
-            path = Path(checkpoint)
-            if base_dir is not None and not path.is_absolute():
-                path = Path(base_dir) / path
-            if not path.is_file():
-                raise at.error(f"checkpoint {checkpoint!r} is not a file")
-            checkpoint = str(path)
-        models.append(ModelSpec(ident, plugin, dict(train), checkpoint))
+        models.append(_model(registry, table, _unique_id(table, used, at), at, base_dir))
     return tuple(models)
 
 
-def _attacks(registry, value, where):
-    reserved = ("id", "norm", "eps", "targeted", "target")
+def _model(registry, table, ident, at, base_dir):
+    """The :class:`ModelSpec` of one model table (plugin, parameters, train or checkpoint)."""
+    plugin, _ = _plugin(registry, "models", table, at, MODEL_RESERVED)
+    train = table.get("train", {})
+    if not isinstance(train, dict):
+        raise at.error("train must be a table of recipe fields")
+    try:
+        TrainRecipe.from_dict(train)
+    except UsageError as exc:
+        raise at.at("train").error(str(exc)) from None
+    checkpoint = table.get("checkpoint")
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if base_dir is not None and not path.is_absolute():
+            path = Path(base_dir) / path
+        if not path.is_file():
+            raise at.error(f"checkpoint {checkpoint!r} is not a file")
+        checkpoint = str(path)
+    return ModelSpec(ident, plugin, dict(train), checkpoint)
+
+
+def _attacks(registry, value, where, base_dir):
     attacks, used = [], set()
     for i, table in enumerate(_array_of_tables(value, where.at("attacks"), allow_empty=True)):
         at = where.at(f"attacks[{i}]")
         ident = _unique_id(table, used, at)
-        plugin, attack = _plugin(registry, "attacks", table, at, reserved)
+        plugin, attack = _plugin(registry, "attacks", table, at, ATTACK_RESERVED)
+        if isinstance(attack, TransferAttack):
+            plugin = _transfer_plugin(registry, plugin, at, base_dir)
         norm = table.get("norm")
         if norm not in NORMS:
             raise at.error(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         eps = _eps_list(table.get("eps"), norm, attack, at)
         targeted, target = _targeting(table, at)
         spec = AttackSpec(ident, plugin, norm, eps, targeted, target)
-        try:
-            attack.check_threat(spec.threat(eps[0], (0.0, 1.0)))
-        except UsageError as exc:
-            raise at.error(str(exc)) from None
+        _check_threat(registry, spec, attack, at)
         attacks.append(spec)
     return tuple(attacks)
+
+
+def _check_threat(registry, spec, attack, at):
+    """The attack (and a transfer attack's source attack) can run under the entry's threat."""
+    try:
+        attack.check_threat(spec.threat(spec.eps[0], (0.0, 1.0)))
+        if isinstance(attack, TransferAttack):
+            _, source_attack = transfer_source(spec, attack)
+            registry.create("attacks", source_attack.plugin.name,
+                            **source_attack.plugin.params).check_threat(
+                spec.threat(spec.eps[0], (0.0, 1.0)))
+    except UsageError as exc:
+        raise at.error(str(exc)) from None
+
+
+def _transfer_plugin(registry, plugin, at, base_dir):
+    """A transfer entry's parameters with its source model and attack tables checked."""
+    params = dict(plugin.params)
+    source = params.get("source")
+    if not isinstance(source, dict):
+        raise at.error("source must be a model table, e.g. source = { name = \"madry-cnn\", "
+                       "train = { seed = 2 } }")
+    model = _model(registry, source, "source", at.at("source"), base_dir)
+    params["source"] = model_spec_dict(model, with_id=False)
+    table = params.get("source_attack")
+    if not isinstance(table, dict):
+        raise at.error("source_attack must be an attack table, e.g. "
+                       "source_attack = { name = \"pgd\", steps = 40 }")
+    if set(table) & set(ATTACK_RESERVED):
+        raise at.at("source_attack").error(
+            f"the source attack runs under the entry's own threat model: leave out "
+            f"{', '.join(sorted(set(table) & set(ATTACK_RESERVED)))}")
+    _plugin(registry, "attacks", table, at.at("source_attack"))
+    return PluginSpec(plugin.name, params)
+
+
+def transfer_source(attack_spec, attack):
+    """``(ModelSpec, AttackSpec)`` of a transfer entry's source model and source attack."""
+    source = dict(attack.source)
+    model = ModelSpec(f"{attack_spec.id}/source", PluginSpec(
+        source.pop("name"), {k: v for k, v in source.items() if k not in MODEL_RESERVED}),
+        dict(source.get("train", {})), source.get("checkpoint"))
+    table = dict(attack.source_attack)
+    source_attack = AttackSpec(f"{attack_spec.id}/source-attack", PluginSpec(
+        table.pop("name"), table), attack_spec.norm, attack_spec.eps, attack_spec.targeted,
+        attack_spec.target)
+    return model, source_attack
 
 
 def _eps_list(value, norm, attack, at):
@@ -276,22 +327,30 @@ def spec_to_dict(spec):
     """Plain data for a :class:`RunSpec`, in the shape of the TOML file."""
     data = {"title": spec.title} if spec.title else {}
     data["dataset"] = {"name": spec.dataset.name, **spec.dataset.params}
-    data["models"] = []
-    for m in spec.models:
-        entry = {"id": m.id, "name": m.plugin.name, **m.plugin.params}
-        if m.train:
-            entry["train"] = dict(m.train)
-        if m.checkpoint:
-            entry["checkpoint"] = m.checkpoint
-        data["models"].append(entry)
-    data["attacks"] = []
-    for a in spec.attacks:
-        entry = {"id": a.id, "name": a.plugin.name, "norm": a.norm, **a.plugin.params}
-        if a.eps != (None,):
-            entry["eps"] = list(a.eps)
-        entry["targeted"] = a.targeted
-        if a.targeted:
-            entry["target"] = a.target
-        data["attacks"].append(entry)
+    data["models"] = [model_spec_dict(m) for m in spec.models]
+    data["attacks"] = [attack_spec_dict(a) for a in spec.attacks]
     data["protocol"] = {"name": spec.protocol.name, **spec.protocol.params}
     return data
+
+
+def model_spec_dict(model, with_id=True):
+    """A model entry as the TOML table that describes it."""
+    entry = {"id": model.id} if with_id else {}
+    entry.update({"name": model.plugin.name, **model.plugin.params})
+    if model.train:
+        entry["train"] = dict(model.train)
+    if model.checkpoint:
+        entry["checkpoint"] = model.checkpoint
+    return entry
+
+
+def attack_spec_dict(attack):
+    """An attack entry as the TOML table that describes it."""
+    entry = {"id": attack.id, "name": attack.plugin.name, "norm": attack.norm,
+             **attack.plugin.params}
+    if attack.eps != (None,):
+        entry["eps"] = list(attack.eps)
+    entry["targeted"] = attack.targeted
+    if attack.targeted:
+        entry["target"] = attack.target
+    return entry

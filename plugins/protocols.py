@@ -52,6 +52,8 @@ def _row(model, attack, eps, outcome, robust):
         "median_distance": float(distances.median()) if len(distances) else None,
         "mean_queries": float(outcome.queries.double().mean()),
         "seconds": round(outcome.seconds, 3),
+        "set_key": outcome.key,
+        "cache": outcome.origin,
     }
 
 

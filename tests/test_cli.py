@@ -78,17 +78,19 @@ def test_run_writes_report(finished_run):
 
 
 def test_rerun_of_resolved_spec_reproduces_results(finished_run):
+    """From an empty cache (model retrained, every set recomputed): the same numbers."""
     base, out, report, _ = finished_run
     again = base / "again"
-    result = invoke("run", out / "spec.toml", "--out", again, "--cache", base / "cache",
+    result = invoke("run", out / "spec.toml", "--out", again, "--cache", base / "fresh-cache",
                     "--no-progress")
     assert result.exit_code == 0, result.output
     second = json.loads((again / "report.json").read_text())
 
     def strip(rows):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+        return [{k: v for k, v in r.items() if k not in ("seconds", "cache")} for r in rows]
 
     assert strip(second["results"]) == strip(report["results"])
+    assert {r["cache"] for r in second["results"]} == {"computed"}
     assert second["clean_accuracy"] == report["clean_accuracy"]
 
 

@@ -54,10 +54,15 @@ class Attack:
         """
         raise NotImplementedError
 
+    def supported_norms(self):
+        """The norms this instance can attack (the class's ``norms`` unless it depends on
+        parameters, as a transfer attack's depends on its source attack)."""
+        return self.norms
+
     def check_threat(self, threat):
         """Raise :class:`UsageError` when this attack cannot run under ``threat``."""
-        if threat.norm not in self.norms:
-            allowed = ", ".join(sorted(self.norms))
+        if threat.norm not in self.supported_norms():
+            allowed = ", ".join(sorted(self.supported_norms()))
             raise UsageError(f"attack {self.name!r} does not support norm {threat.norm!r}; "
                              f"it supports: {allowed}")
         if threat.targeted and not self.supports_targeted:
@@ -144,6 +149,20 @@ class TransferAttack(FixedEpsilonAttack):
     """
 
     access: ClassVar[str] = "transfer"
+
+    def source_attack_instance(self):
+        """The source attack, built from the ``source_attack`` table by the registry."""
+        from . import get_registry  # the package imports this module first
+
+        params = {k: v for k, v in self.source_attack.items() if k != "name"}
+        return get_registry().create("attacks", self.source_attack["name"], **params)
+
+    def supported_norms(self):
+        return self.source_attack_instance().supported_norms()
+
+    def check_threat(self, threat):
+        super().check_threat(threat)
+        self.source_attack_instance().check_threat(threat)
 
 
 @attrs.frozen(kw_only=True, eq=False)

@@ -225,20 +225,15 @@ def _attacks(registry, value, where, base_dir):
         eps = _eps_list(table.get("eps"), norm, attack, at)
         targeted, target = _targeting(table, at)
         spec = AttackSpec(ident, plugin, norm, eps, targeted, target)
-        _check_threat(registry, spec, attack, at)
+        _check_threat(spec, attack, at)
         attacks.append(spec)
     return tuple(attacks)
 
 
-def _check_threat(registry, spec, attack, at):
+def _check_threat(spec, attack, at):
     """The attack (and a transfer attack's source attack) can run under the entry's threat."""
     try:
         attack.check_threat(spec.threat(spec.eps[0], (0.0, 1.0)))
-        if isinstance(attack, TransferAttack):
-            _, source_attack = transfer_source(spec, attack)
-            registry.create("attacks", source_attack.plugin.name,
-                            **source_attack.plugin.params).check_threat(
-                spec.threat(spec.eps[0], (0.0, 1.0)))
     except UsageError as exc:
         raise at.error(str(exc)) from None
 

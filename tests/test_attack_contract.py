@@ -10,9 +10,33 @@ import torch
 from advx.testing import AttackContract
 
 
+class _MeanOverChannels(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(1, keepdim=True)
+
+
+def _source_network():
+    """A seeded source model for the transfer attack that accepts 1 or 3 channels."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        return torch.nn.Sequential(_MeanOverChannels(), torch.nn.Flatten(),
+                                   torch.nn.Linear(64, 10))
+
+
+# Parameters an attack needs to run at all in the contract, or smaller budgets that keep the
+# random-search attacks fast on its tiny networks (their defaults are kept otherwise).
+CONTRACT_PARAMS = {
+    "transfer": {"source": _source_network()},
+    "boundary": {"queries": 500},
+    "salt-and-pepper": {"steps": 100, "repeats": 2},
+    "one-pixel": {"population": 40, "iterations": 10},
+}
+
+
 def _contract_class(name):
     class_name = "TestContract_" + name.replace("-", "_")
-    return type(class_name, (AttackContract,), {"attack_name": name, "attack_params": {}})
+    params = CONTRACT_PARAMS.get(name, {})
+    return type(class_name, (AttackContract,), {"attack_name": name, "attack_params": params})
 
 
 ATTACK_NAMES = advx.get_registry(refresh=True).names("attacks")

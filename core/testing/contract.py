@@ -67,6 +67,24 @@ def easy_eps(norm, channels):
             "l1": float(channels * pixels), "l0": pixels}[norm]
 
 
+class _NoBackward(torch.nn.Module):
+    """Wraps a network so that any gradient flowing back through its output fails the test."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        out = self.network(x)
+        if out.requires_grad:
+            out.register_hook(_refuse_gradient)
+        return out
+
+
+def _refuse_gradient(grad):
+    raise AssertionError("a score- or decision-based attack ran a backward pass through the model")
+
+
 class AttackContract:
     """Base class of the attack contract suite; set ``attack_name`` (and ``attack_params``).
 
@@ -88,9 +106,9 @@ class AttackContract:
     def pytest_generate_tests(self, metafunc):
         """Parametrise ``setting`` over (norm, targeted) pairs the attack supports."""
         if "setting" in metafunc.fixturenames:
-            cls = type(self.make_attack())
-            pairs = [(norm, targeted) for norm in sorted(cls.norms)
-                     for targeted in (False, True) if cls.supports_targeted or not targeted]
+            attack = self.make_attack()
+            pairs = [(norm, targeted) for norm in sorted(attack.supported_norms())
+                     for targeted in (False, True) if attack.supports_targeted or not targeted]
             ids = [f"{norm}-targeted" if targeted else norm for norm, targeted in pairs]
             metafunc.parametrize("setting", pairs, ids=ids)
         if "network" in metafunc.fixturenames:
@@ -142,9 +160,9 @@ class AttackContract:
         model = build_network("mlp", 1)
         x, y, targets = random_batch()
         unsupported = [ThreatModel(norm=n, eps=TYPICAL_EPS[n]) for n in NORMS
-                       if n not in attack.norms]
+                       if n not in attack.supported_norms()]
         if not attack.supports_targeted:
-            norm = sorted(attack.norms)[0]
+            norm = sorted(attack.supported_norms())[0]
             unsupported.append(ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=True))
         for threat in unsupported:
             with pytest.raises(advx.UsageError):
@@ -199,7 +217,8 @@ class AttackContract:
         """With a ball covering the whole box, a gradient attack fools a linear model."""
         cls = type(self.make_attack())
         if cls.access != "gradient":
-            pytest.skip(f"only gradient attacks are held to this ({cls.access} access)")
+            pytest.skip(f"only gradient attacks are held to this: a {cls.access}-based attack "
+                        "searches at random and may need more queries than a contract affords")
         x, _, _ = random_batch(n=16)
         with torch.no_grad():
             y = build_network("linear", 1)(x).argmax(1)  # clean inputs classified correctly
@@ -207,6 +226,20 @@ class AttackContract:
         result = self._attack(setting, "linear", eps=easy_eps(setting[0], 1),
                               batch=(x, y, targets))[-1]
         assert bool(result.success.any()), "no sample fooled although the ball covers the box"
+
+    def test_black_box_never_reads_gradients(self, setting):
+        """A score- or decision-based attack runs without any backward pass through the model
+        and counts a query for every sample it attacked."""
+        access = type(self.make_attack()).access
+        if access not in ("score", "decision"):
+            pytest.skip(f"only score- and decision-based attacks promise this ({access} access)")
+        norm, targeted = setting
+        model = _NoBackward(build_network("conv", 1)).to(self.device)
+        x, y, targets = (t.to(self.device) for t in random_batch())
+        threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
+        result = self.make_attack()(model, x, y, threat, targets=targets if targeted else None)
+        assert bool((result.queries > 0).all()), (
+            f"samples attacked without a counted query: {result.queries.tolist()}")
 
     def test_leaves_model_and_inputs_alone(self, setting):
         """No gradient accumulates in the parameters; x and y are not modified in place."""

@@ -43,6 +43,7 @@ def cli(debug):
     advx run                      the built-in quickstart (MNIST sample, blog-cnn, FGSM + PGD)
     advx run spec.toml --out DIR  evaluate what a run spec describes
     advx list attacks             every attack the installed plugins registered
+    advx cache ls                 adversarial example sets already computed
     """
 
 
@@ -51,8 +52,8 @@ def main():
     cli(prog_name="advx")
 
 
-from . import listing, plugins_cmd, run  # noqa: E402  (the commands attach themselves to cli)
+from . import cache_cmd, listing, plugins_cmd, run  # noqa: E402  (the commands attach themselves to cli)
 
 advx.get_registry().loaded.pm.hook.advx_register_commands(cli=cli)
 
-__all__ = ["cli", "main", "listing", "plugins_cmd", "run"]
+__all__ = ["cli", "main", "cache_cmd", "listing", "plugins_cmd", "run"]

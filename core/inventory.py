@@ -1,0 +1,155 @@
+"""What the adversarial-set cache holds: listing, verifying, removing, collecting old formats.
+
+These are the operations behind ``advx cache``. They only read set files (without taking locks:
+complete files never change, partial files are read as they are) and remove whole files.
+"""
+
+import json
+import pathlib
+
+import attrs
+import h5py
+import numpy as np
+
+from .store import (
+    FINAL_SUFFIX,
+    PARTIAL_SUFFIX,
+    CorruptSetError,
+    OutdatedSetError,
+    check_format,
+    is_locked,
+    read_set,
+    resolve_key,
+    sets_dir,
+)
+
+STATUSES = ("complete", "partial", "outdated", "corrupt")
+
+
+@attrs.frozen
+class SetEntry:
+    """One file of the cache, as ``advx cache ls`` shows it."""
+
+    key: str
+    path: pathlib.Path
+    status: str  # one of STATUSES
+    model: str = ""
+    attack: str = ""
+    threat: str = ""
+    done: int = 0
+    total: int = 0
+    size: int = 0
+    created: str = ""
+    problem: str = ""
+
+    def to_dict(self):
+        return {**attrs.asdict(self), "path": str(self.path)}
+
+
+def set_files(root):
+    """Every set file under ``root`` (complete and partial), sorted by name."""
+    directory = sets_dir(root)
+    return sorted(directory.glob("*.h5")) if directory.is_dir() else []
+
+
+def key_of(path):
+    return path.name.removesuffix(PARTIAL_SUFFIX).removesuffix(FINAL_SUFFIX)
+
+
+def describe(path):
+    """The :class:`SetEntry` of one file, read from its attributes (content not verified)."""
+    path = pathlib.Path(path)
+    base = {"key": key_of(path), "path": path, "size": path.stat().st_size}
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            check_format(f, path)
+            provenance = json.loads(f.attrs["provenance"])
+            total = len(f["y"])
+            batch_size = int(provenance["identity"]["batch_size"])
+            done = _done_samples(f, total, path.name.endswith(PARTIAL_SUFFIX), batch_size)
+    except OutdatedSetError as exc:
+        return SetEntry(status="outdated", problem=str(exc), **base)
+    except (CorruptSetError, OSError, KeyError, ValueError, TypeError) as exc:
+        return SetEntry(status="corrupt", problem=str(exc), **base)
+    status = "partial" if path.name.endswith(PARTIAL_SUFFIX) else "complete"
+    return SetEntry(status=status, done=done, total=total, created=provenance.get("created", ""),
+                    **summary(provenance), **base)
+
+
+def _done_samples(f, total, partial, batch_size):
+    """Samples stored: all of a complete set; those of recorded batches of a partial one."""
+    if not partial:
+        return total
+    done = f["batches"]["done"][()].astype(bool)
+    starts = np.arange(len(done)) * batch_size
+    sizes = np.minimum(starts + batch_size, total) - starts
+    return int(sizes[done].sum())
+
+
+def summary(provenance):
+    """model, attack and threat of a set as short strings, from its provenance."""
+    identity = provenance.get("identity", {})
+    spec = provenance.get("spec", {})
+    threat = identity.get("threat", {})
+    eps = threat.get("eps")
+    text = f"{threat.get('norm', '?')} {'min' if eps is None else format(eps, 'g')}"
+    if threat.get("targeted"):
+        text += f" targeted ({identity.get('target')})"
+    model = spec.get("model", {}).get("id") or identity.get("model", {}).get("plugin", "?")
+    attack = spec.get("attack", {}).get("id") or identity.get("attack", {}).get("plugin", "?")
+    return {"model": model, "attack": attack, "threat": text}
+
+
+def list_sets(root):
+    """A :class:`SetEntry` per file of the cache."""
+    return [describe(path) for path in set_files(root)]
+
+
+def verify(path):
+    """None if the file checks out, else what is wrong. Partial files are checked for format
+    and readability only (their batches are verified when a run resumes them)."""
+    path = pathlib.Path(path)
+    if path.name.endswith(PARTIAL_SUFFIX):
+        entry = describe(path)
+        return entry.problem or None
+    try:
+        read_set(path)
+    except CorruptSetError as exc:
+        return str(exc)
+    return None
+
+
+def files_of(root, prefix):
+    """The files (complete, partial) of the one set whose key starts with ``prefix``."""
+    key = resolve_key(root, prefix)
+    directory = sets_dir(root)
+    return key, [p for p in (directory / f"{key}{FINAL_SUFFIX}",
+                             directory / f"{key}{PARTIAL_SUFFIX}") if p.exists()]
+
+
+def removable(root):
+    """``(path, reason)`` of files that ``advx cache gc`` removes: sets of another format
+    version, files that are not readable sets, and stale lock files."""
+    found = []
+    for entry in list_sets(root):
+        if entry.status in ("outdated", "corrupt"):
+            found.append((entry.path, entry.problem))
+        elif entry.status == "partial" and _complete_beside(entry.path):
+            found.append((entry.path, "partial file of a set already complete"))
+    directory = sets_dir(root)
+    if directory.is_dir():
+        found += [(p, "stale lock file") for p in sorted(directory.glob("*.lock"))
+                  if not is_locked(p)]
+        found += [(p, "temporary file left by a killed writer") for p in
+                  sorted(directory.glob(".*.tmp")) if not is_locked(_lock_for_temp(p))]
+    return found
+
+
+def _complete_beside(partial):
+    """True if the complete file of this partial file's set exists (a writer was killed
+    between renaming the complete file into place and removing the partial one)."""
+    return partial.with_name(partial.name.replace(PARTIAL_SUFFIX, FINAL_SUFFIX)).exists()
+
+
+def _lock_for_temp(path):
+    return path.parent / f"{path.name[1:].split('.')[0]}.lock"

@@ -6,8 +6,6 @@ batch by batch, with a seed derived from the unit's key so that a rerun reproduc
 the same device.
 """
 
-import hashlib
-import json
 
 import attrs
 import numpy as np
@@ -21,14 +19,8 @@ from .progress import progress_bar
 from .sets import obtain_set
 from .spec import attack_spec_dict, model_spec_dict, transfer_source
 from .store import identity_digest, set_key
-from .units import provenance, result_arrays, result_layout, set_identity
+from .units import provenance, result_arrays, result_layout, set_identity, unit_seed
 from .weights import weights_digest
-
-
-def unit_seed(*parts):
-    """A deterministic 63-bit seed from the JSON of ``parts``."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-    return int(digest[:15], 16)
 
 
 @attrs.frozen

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import attrs
 
+from .adversarial_training import adversary_of
 from .attack import TransferAttack
 from .errors import UsageError
 from .threat import NORMS, ThreatModel
@@ -197,7 +198,9 @@ def _model(registry, table, ident, at, base_dir):
     if not isinstance(train, dict):
         raise at.error("train must be a table of recipe fields")
     try:
-        TrainRecipe.from_dict(train)
+        recipe = TrainRecipe.from_dict(train)
+        if recipe.adversary is not None:
+            adversary_of(recipe)
     except UsageError as exc:
         raise at.at("train").error(str(exc)) from None
     checkpoint = table.get("checkpoint")

@@ -29,6 +29,14 @@ def _checked(*validators):
     return check
 
 
+def _adversary_table(instance, attribute, value):
+    if value is None:
+        return
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise TypeError("'adversary' must be a table with the attack's name, norm and eps, e.g. "
+                        "{ name = \"pgd\", norm = \"linf\", eps = 0.3, steps = 7 }")
+
+
 def _not_bool(instance, attribute, value):
     if isinstance(value, bool):
         raise TypeError(f"'{attribute.name}' must be a number, not the bool {value!r}")
@@ -43,6 +51,9 @@ class TrainRecipe:
     """How to train a model: optimizer, learning rate, epochs, batch size and seed.
 
     ``lr_schedule`` "cosine" anneals the learning rate from ``lr`` to 0 over all batches.
+    ``adversary`` (a table: attack ``name``, ``norm``, ``eps``, the attack's parameters and an
+    optional ``clean_weight``) trains on that attack's adversarials of each batch instead of the
+    clean batch (adversarial training, Madry et al. 2018); see :mod:`advx.adversarial_training`.
     """
 
     optimizer: str = attrs.field(default="adam", validator=_checked(v.in_(OPTIMIZERS)))
@@ -53,6 +64,7 @@ class TrainRecipe:
     momentum: float = attrs.field(default=0.9, validator=_checked(_NUMBER, v.ge(0), v.lt(1)))
     seed: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
     lr_schedule: str = attrs.field(default="constant", validator=_checked(v.in_(LR_SCHEDULES)))
+    adversary: dict | None = attrs.field(default=None, validator=_checked(_adversary_table))
 
     @classmethod
     def from_dict(cls, d, base=None):
@@ -122,13 +134,15 @@ def train_model(module, dataset, recipe, *, device="cpu", progress=True, label=N
     optimizer = make_optimizer(module, recipe)
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * -(-len(x) // recipe.batch_size))
     order = torch.Generator().manual_seed(recipe.seed)
+    step = batch_loss(recipe, dataset.info.bounds)
     with seeded(recipe.seed, device):
         for epoch in range(recipe.epochs):
             batches = torch.randperm(len(x), generator=order).split(recipe.batch_size)
             description = f"train {label} epoch {epoch + 1}/{recipe.epochs}"
             with progress_bar(description, len(batches), enabled=progress) as advance:
-                for index in batches:
-                    loss = _train_step(module, optimizer, x[index].to(device), y[index].to(device))
+                for number, index in enumerate(batches):
+                    xb, yb = x[index].to(device), y[index].to(device)
+                    loss = _train_step(module, optimizer, step(module, xb, yb, (epoch, number)))
                     scheduler.step()
                     advance(status=f"loss {loss.item():.4f}" if progress else None)
     return module.eval()
@@ -138,9 +152,18 @@ def _label(module, dataset):
     return f"{type(module).__name__} on {getattr(dataset, 'name', type(dataset).__name__)}"
 
 
-def _train_step(module, optimizer, x, y):
+def batch_loss(recipe, bounds):
+    """``f(module, x, y, position) -> loss`` of one batch: cross-entropy on the clean batch, or
+    on adversarials of it when the recipe has an adversary."""
+    if recipe.adversary is None:
+        return lambda module, x, y, position: F.cross_entropy(module(x), y)
+    from .adversarial_training import adversarial_loss  # needs the registry: imported late
+
+    return adversarial_loss(recipe, bounds)
+
+
+def _train_step(module, optimizer, loss):
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(module(x), y)
     loss.backward()
     optimizer.step()
     return loss.detach()

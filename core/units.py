@@ -9,6 +9,8 @@ format version (:func:`advx.store.set_key`).
 """
 
 import datetime
+import hashlib
+import json
 import platform
 
 import attrs
@@ -17,6 +19,12 @@ import numpy as np
 import torch
 
 from ._version import __version__
+
+
+def unit_seed(*parts):
+    """A deterministic 63-bit seed from the JSON of ``parts``."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return int(digest[:15], 16)
 
 
 def attack_params(attack):

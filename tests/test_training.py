@@ -191,3 +191,44 @@ def test_cosine_schedule_anneals_to_zero(synthetic):
     constant.step()
     steady.step()
     assert constant.param_groups[0]["lr"] == 0.1
+
+
+# -- adversarial training (recipe field "adversary") ---------------------------------------
+
+def test_adversarial_training_raises_robust_accuracy(tmp_path):
+    """PGD adversarial training on synthetic data: PGD-10 at linf 0.3 goes from ~0% to far
+    above it, clean accuracy stays high."""
+    from advx.zoo import load_model
+
+    data = advx.get_dataset("synthetic", n_train=512, n_test=256)
+    base = {"epochs": 3, "batch_size": 64}
+    adversary = {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 5}
+    natural = load_model("blog-cnn", data, recipe=base, cache=tmp_path, progress=False)
+    robust = load_model("blog-cnn", data, recipe={**base, "adversary": adversary},
+                        cache=tmp_path, progress=False)
+    x, y = data.load("test")
+    threat = advx.ThreatModel(norm="linf", eps=0.3)
+    accuracy = {}
+    for name, model in (("natural", natural), ("robust", robust)):
+        result = advx.get_attack("pgd", steps=10)(model, x, y, threat)
+        with torch.no_grad():
+            clean = model(x).argmax(1) == y
+        robust_now = clean & ~result.success
+        accuracy[name] = (float(clean.float().mean()), float(robust_now.float().mean()))
+    assert accuracy["robust"][0] >= 0.9
+    assert accuracy["natural"][1] <= 0.1 and accuracy["robust"][1] >= accuracy["natural"][1] + 0.25
+
+
+@pytest.mark.parametrize(("adversary", "message"), [
+    ({"name": "pgd", "norm": "linf"}, "needs an eps"),
+    ({"name": "pgd", "norm": "l0", "eps": 3}, "does not support norm"),
+    ({"name": "pdg", "norm": "linf", "eps": 0.3}, "pgd"),
+    ({"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 0}, "steps"),
+    ({"name": "pgd", "norm": "linf", "eps": 0.3, "clean_weight": 2}, "clean_weight"),
+    ({"norm": "linf", "eps": 0.3}, "adversary"),
+])
+def test_bad_adversary_is_a_parameter_error(adversary, message):
+    from advx.adversarial_training import adversary_of
+
+    with pytest.raises(advx.ParameterError, match=message):
+        adversary_of(advx.TrainRecipe.from_dict({"adversary": adversary}))

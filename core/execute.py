@@ -48,6 +48,8 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=True
         **measured,
     }
     report["seconds"] = round(time.perf_counter() - started, 2)
+    # wall time of the attack phase: computing, resuming or reading every adversarial set
+    report["attack_phase_seconds"] = round(session.set_seconds, 3)
     write_report(out_dir, report, dumps(spec.to_dict()))
     return report
 

@@ -1,11 +1,13 @@
 """The runner: turns a validated spec into work units, computes them, and hands them to a protocol.
 
 A :class:`Session` owns the test data, the models and the attacks of one run. Protocols ask it for
-clean predictions and for attack outcomes of (model, attack, eps); each outcome is computed once,
-batch by batch, with a seed derived from the unit's key so that a rerun reproduces it exactly on
-the same device.
+clean predictions and for attack outcomes of (model, attack, eps). Each outcome's adversarial set
+is read from the cache, or computed batch by batch and stored there (:mod:`advx.sets`), with
+seeds derived from the set's identity (:mod:`advx.units`) so that a rerun reproduces it exactly
+on the same device. A transfer attack replays its source set, obtained the same way.
 """
 
+import time
 
 import attrs
 import numpy as np
@@ -53,6 +55,7 @@ class Session:
         self.cache_root = cache_root(cache)
         self._models, self._clean, self._outcomes = {}, {}, {}
         self._sets, self._digests = {}, {}
+        self.set_seconds = 0.0  # wall time spent obtaining adversarial sets (the attack phase)
         self.observers = []
 
     @property
@@ -121,7 +124,9 @@ class Session:
         """The :class:`~advx.sets.Obtained` set of one unit: cached, resumed or computed."""
         memo = (model_spec.id, attack_spec.id, eps)
         if memo not in self._sets:
+            started = time.perf_counter()
             self._sets[memo] = self._obtain(model_spec, attack_spec, eps)
+            self.set_seconds += time.perf_counter() - started
         return self._sets[memo]
 
     def _obtain(self, model_spec, attack_spec, eps):

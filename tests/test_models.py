@@ -216,7 +216,8 @@ class TestModelKey:
             zoo.model_key("blog-cnn", {}, attrs.evolve(synthetic, n_test=65), recipe),
         ]
         other = {"optimizer": "sgd", "lr": 0.5, "epochs": 9, "batch_size": 7,
-                 "weight_decay": 0.1, "momentum": 0.5, "seed": 11, "lr_schedule": "cosine"}
+                 "weight_decay": 0.1, "momentum": 0.5, "seed": 11, "lr_schedule": "cosine",
+                 "adversary": {"name": "pgd", "norm": "linf", "eps": 0.3}}
         assert set(other) == {f.name for f in attrs.fields(TrainRecipe)}
         changed += [zoo.model_key("blog-cnn", {}, synthetic, attrs.evolve(recipe, **{k: v}))
                     for k, v in other.items()]

@@ -30,6 +30,8 @@ CONTRACT_PARAMS = {
     "boundary": {"queries": 500},
     "salt-and-pepper": {"steps": 100, "repeats": 2},
     "one-pixel": {"population": 40, "iterations": 10},
+    "square": {"queries": 200},
+    "cw-l2": {"steps": 20, "binary_search_steps": 2},
 }
 
 

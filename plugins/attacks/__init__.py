@@ -2,14 +2,20 @@
 
 import advx
 
+from .apgd import APGDCE, APGDDLR
 from .bim import BIM
 from .boundary import Boundary
+from .cw import CarliniWagnerL2, CarliniWagnerLinf
+from .ddn import DDN
+from .deepfool import DeepFool
 from .fgsm import FGSM
+from .jsma import JSMA
 from .noise import GaussianNoise, UniformNoise
 from .one_pixel import OnePixel
 from .pgd import PGD
 from .pointwise import Pointwise
 from .salt_pepper import SaltAndPepper
+from .square import Square
 from .transfer import Transfer
 
 
@@ -18,6 +24,10 @@ def advx_register_attacks(register):
     register(FGSM)
     register(BIM)
     register(PGD)
+    register(CarliniWagnerL2)
+    register(CarliniWagnerLinf)
+    register(DeepFool)
+    register(DDN)
     register(OnePixel)
     register(Boundary)
     register(Pointwise)
@@ -25,3 +35,7 @@ def advx_register_attacks(register):
     register(GaussianNoise)
     register(UniformNoise)
     register(Transfer)
+    register(APGDCE)
+    register(APGDDLR)
+    register(Square)
+    register(JSMA)

@@ -1,0 +1,123 @@
+"""DeepFool (Moosavi-Dezfooli et al., 2016, "DeepFool: a simple and accurate method to fool
+deep neural networks"), batched: the candidate gradients of a step share one forward pass.
+"""
+
+import advx
+import attrs
+import torch
+
+from ._gradients import per_sample
+
+STABILITY = 1e-4  # added to each step's linearised distance, as in the reference code
+TINY = 1e-8
+
+
+@attrs.frozen(kw_only=True)
+class DeepFool(advx.MinimizationAttack):
+    """Steps to the nearest boundary of the model linearised around the current iterate.
+
+    Per step and sample, ``f_k = Z_k - Z_y`` and its input gradient ``w_k`` are computed for
+    the ``candidates - 1`` classes k ranked highest by the clean logits (besides the true
+    label y); the boundary at linearised distance ``|f_k| / ||w_k||_q`` is the closest one
+    (q = 2 for l2, q = 1 for linf), and the step that reaches it (l2: along ``w_k``; linf:
+    along ``sign(w_k)``) is added to the total perturbation r.  The iterate is
+    ``clip(x + (1 + overshoot) r)``: the overshoot scales the total, not each step (as the
+    paper's reference code and Foolbox do; torchattacks scales each clipped step, which
+    leaves many samples just short of the boundary).  The true labels are attacked (not the
+    model's predictions, as ART does).  A sample stops as soon as the model misclassifies
+    it; inputs already misclassified cost one forward pass and are returned unchanged, as
+    are samples not fooled after ``steps`` steps.
+
+    Cost per sample and step: one forward pass and ``candidates - 1`` backward passes while
+    it is not fooled, and one forward pass that finds it fooled (after a step that fooled
+    more than one sample in ``candidates``, the rest take a second forward pass instead of
+    carrying the fooled ones through the backward passes).  The batch shrinks to the unfooled
+    samples after every step: one host sync per step, which the loop needs anyway to end
+    once every sample is fooled.
+    """
+
+    name = "deepfool"
+    norms = frozenset({"l2", "linf"})
+    access = "gradient"
+    supports_targeted = False
+
+    steps: int = attrs.field(
+        default=50, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        metadata={"help": "maximum number of linearisation steps"})
+    overshoot: float = attrs.field(
+        default=0.02, converter=float, validator=attrs.validators.ge(0),
+        metadata={"help": "the total perturbation is scaled by 1 + overshoot"})
+    candidates: int = attrs.field(
+        default=10, validator=[attrs.validators.instance_of(int), attrs.validators.ge(2)],
+        metadata={"help": "classes considered: the true label and the highest-ranked others "
+                          "by the clean logits (capped at the number of classes)"})
+
+    def run(self, model, x, y, threat, *, targets, generator):
+        x_adv, total = x.clone(), torch.zeros_like(x)
+        queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        index, others = torch.arange(len(x), device=x.device), None
+        for step in range(self.steps + 1):
+            leaf, logits = _forward(model, x_adv[index], grad=step < self.steps)
+            queries[index] += 1
+            if others is None:
+                others = _other_classes(logits, y, self.candidates)
+            # The one host sync per step: which samples the model still classifies correctly.
+            keep = (logits.argmax(1) == y[index]).nonzero().squeeze(1)
+            if step == self.steps or keep.numel() == 0:
+                break
+            if (len(index) - keep.numel()) * others.shape[1] > keep.numel():
+                # Many were just fooled: cheaper to redo the forward pass without them than
+                # to backpropagate all K gradients through them.
+                index, others = index[keep], others[keep]
+                leaf, logits = _forward(model, x_adv[index], grad=True)
+                queries[index] += 1
+                keep = torch.arange(len(index), device=x.device)
+            r = _step(threat.norm, *_differences_and_gradients(leaf, logits, y[index], others))
+            index, others = index[keep], others[keep]
+            total[index] += r[keep]
+            x_adv[index] = (x[index] + (1 + self.overshoot) * total[index]).clamp(*threat.bounds)
+        # Samples still classified correctly (steps exhausted) are returned unchanged.
+        x_adv[index[keep]] = x[index[keep]]
+        return x_adv, queries
+
+
+def _forward(model, x, grad):
+    """``(leaf, logits)``: logits of x, with a graph back to the leaf when ``grad``."""
+    with torch.enable_grad() if grad else torch.no_grad():
+        leaf = x.detach().requires_grad_(grad)
+        return leaf, model(leaf)
+
+
+def _other_classes(logits, y, candidates):
+    """Per sample, the ``candidates - 1`` classes other than y with the highest logits."""
+    count = min(candidates, logits.shape[1]) - 1
+    masked = logits.scatter(1, y.unsqueeze(1), float("-inf"))
+    return masked.topk(count, dim=1).indices
+
+
+def _differences_and_gradients(leaf, logits, y, others):
+    """``(f, w)``: ``f[i, k] = Z_k - Z_y`` and its gradient ``w[i, k]`` w.r.t. the leaf.
+
+    K backward passes (one per candidate rank k, each over the whole batch) through the
+    graph of one forward pass, w.r.t. the input only.  On CPU this loop is ~15% faster than
+    one vectorised backward (``is_grads_batched``), whose vmap fallbacks copy tensors.
+    """
+    count = others.shape[1]
+    with torch.enable_grad():
+        differences = logits.gather(1, others) - logits.gather(1, y.unsqueeze(1))
+        grads = [torch.autograd.grad(differences[:, k].sum(), leaf,
+                                     retain_graph=k < count - 1)[0] for k in range(count)]
+    return differences.detach(), torch.stack(grads, dim=1)
+
+
+def _step(norm, f, w):
+    """The step onto the closest linearised boundary (plus ``STABILITY``), per sample."""
+    flat = w.flatten(2)
+    dual = flat.norm(p=2, dim=2) if norm == "l2" else flat.abs().sum(2)
+    distances = f.abs() / (dual + TINY)
+    best = distances.argmin(1)
+    rows = torch.arange(len(f), device=f.device)
+    w_best, reach = w[rows, best], distances[rows, best] + STABILITY
+    if norm == "l2":
+        return w_best * per_sample(reach / (dual[rows, best] + TINY), w_best)
+    return w_best.sign() * per_sample(reach, w_best)

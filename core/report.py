@@ -63,6 +63,7 @@ def markdown(report):
     for w in report.get("worst_case", []):
         lines.append(f"| {w['model']} | {w['norm']} {_eps(w['eps'])} "
                      f"| {_pct(w['robust_accuracy'])} | {', '.join(w['attacks'])} |")
+    lines += _minimal_section(report.get("minimal_perturbation"))
     lines += ["", "Robust accuracy counts a sample when the model classifies both the clean and "
               "the adversarial input correctly. Attack success is measured on the samples the "
               "model classifies correctly (and, for targeted attacks, whose label is not the "
@@ -72,6 +73,23 @@ def markdown(report):
               "this run, read from the cache, or resumed from a killed run, and gives its key "
               "(`advx cache info KEY`).", ""]
     return "\n".join(lines)
+
+
+def _minimal_section(entries):
+    if not entries:
+        return []
+    lines = ["", "## Smallest adversarial per sample", "",
+             "| model | norm | median distance | fooled | smallest found by |",
+             "|---|---|---|---|---|"]
+    for e in entries:
+        found = ", ".join(f"{name} {count}" for name, count in
+                          sorted(e["best_found_by"].items(), key=lambda kv: -kv[1]))
+        median = "inf" if e["median"] is None else f"{e['median']:.4g}"
+        lines.append(f"| {e['model']} | {e['norm']} | {median} | {_pct(e['fooled'])} | {found} |")
+    lines += ["", "Per norm, each sample's smallest successful adversarial over every untargeted "
+              "attack of that norm; samples no attack fooled count as infinitely far, "
+              "misclassified clean samples as 0."]
+    return lines
 
 
 def write_report(out_dir, report, spec_toml):

@@ -2,6 +2,7 @@
 
 import advx
 import attrs
+import torch
 from advx.runner import success_rate
 
 
@@ -57,7 +58,63 @@ def _row(model, attack, eps, outcome, robust):
     }
 
 
+@attrs.frozen(kw_only=True)
+class MinimalPerturbation(RobustAccuracy):
+    """Robust accuracy, plus per sample and norm the smallest adversarial any attack found.
+
+    The measure of Schott et al. (2019, the ABS paper): for each model and norm, every
+    untargeted attack of the run with that norm (at every eps it ran) contributes the distances
+    of its successful examples, and each sample keeps the smallest. A clean sample the model
+    already misclassifies counts as distance 0; a sample no attack fooled counts as infinitely
+    far (so the median is infinite once half the samples survive every attack). Reported per
+    model and norm: the median, the fraction fooled, which attack found each sample's smallest
+    adversarial, and every sample's distance (null for infinite).
+    """
+
+    name = "minimal-perturbation"
+
+    def evaluate(self, session):
+        measured = super().evaluate(session)
+        measured["minimal_perturbation"] = [
+            _minimal(session, model, norm) for model in session.spec.models
+            for norm in _norms(session.spec)]
+        return measured
+
+
+def _norms(spec):
+    return sorted({a.norm for a in spec.attacks if not a.targeted})
+
+
+def _minimal(session, model, norm):
+    correct = session.clean_correct(model)
+    best = torch.where(correct, torch.inf, 0.0).double()
+    attacks = [a for a in session.spec.attacks if a.norm == norm and not a.targeted]
+    found_by = torch.full_like(session.y, -1)  # index into attacks; -1: none (or misclassified)
+    for index, attack in enumerate(attacks):
+        for eps in attack.eps:
+            outcome = session.outcome(model, attack, eps)
+            distance = torch.where(outcome.success & outcome.eligible,
+                                   outcome.distance.double(), torch.inf)
+            better = distance < best
+            best = torch.where(better, distance, best)
+            found_by = torch.where(better, index, found_by)
+    counts = torch.bincount(found_by[found_by >= 0], minlength=len(attacks)).tolist()
+    finite = torch.isfinite(best)
+    return {"model": model.id, "norm": norm, "attacks": [a.id for a in attacks],
+            "median": _median(best), "fooled": float(finite.float().mean()),
+            "misclassified": int((~correct).sum()),
+            "best_found_by": {a.id: c for a, c in zip(attacks, counts, strict=True) if c},
+            "distances": [d if d != float("inf") else None for d in best.tolist()]}
+
+
+def _median(values):
+    """The lower median (as torch.median), or None when it is infinite."""
+    median = float(values.median()) if len(values) else float("inf")
+    return None if median == float("inf") else median
+
+
 @advx.hookimpl
 def advx_register_protocols(register):
     register(RobustAccuracy)
+    register(MinimalPerturbation)
 

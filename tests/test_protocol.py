@@ -3,6 +3,7 @@
 import types
 
 import advx
+import pytest
 import torch
 from advx.execute import execute
 from advx.pluginmanager import add_plugin, load_plugins
@@ -71,3 +72,63 @@ def test_hook_advx_unit_finished(tmp_path):
         ("fgsm", 0.05), ("fgsm", 0.3), ("pgd", 0.05), ("pgd", 0.3)]
     assert [r["robust_accuracy"] for _, r in seen] == [
         r["robust_accuracy"] for r in report["results"]]
+
+
+class FakeDistanceSession(FakeSession):
+    """Like FakeSession, with drawn success flags and distances per outcome."""
+
+    def __init__(self, spec, y, clean, outcomes):
+        super().__init__(spec, y, clean, {})
+        self._outcomes = outcomes
+
+    def outcome(self, model, attack, eps):
+        success, distance = self._outcomes[(model.id, attack.id, eps)]
+        pred = torch.where(success, (self.y + 1) % 10, self.y)
+        return Outcome(pred, success, distance, torch.zeros(len(pred)),
+                       self.clean_correct(model), 0.0)
+
+
+@given(st.data())
+def test_minimal_perturbation_keeps_each_samples_smallest_success(data):
+    from advx.plugins.protocols import MinimalPerturbation
+
+    spec = parse_spec(TINY_SPEC.format(extra=""), advx.get_registry())
+    n = data.draw(st.integers(1, 15))
+    y = torch.tensor(data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)))
+    flags = st.lists(st.booleans(), min_size=n, max_size=n)
+    sizes = st.lists(st.floats(0, 1), min_size=n, max_size=n)
+    clean = {m.id: torch.tensor(data.draw(flags)) for m in spec.models}
+    outcomes = {(m.id, a.id, e): (torch.tensor(data.draw(flags)), torch.tensor(data.draw(sizes)))
+                for m in spec.models for a in spec.attacks for e in a.eps}
+    session = FakeDistanceSession(spec, y, clean, outcomes)
+    result = MinimalPerturbation().evaluate(session)
+    (entry,) = result["minimal_perturbation"]
+    model = spec.models[0]
+    assert entry["norm"] == "linf" and entry["attacks"] == ["fgsm", "pgd"]
+    for i, best in enumerate(entry["distances"]):
+        found = [float(d[i]) for (_, _, _), (s, d) in outcomes.items() if s[i]]
+        if not clean[model.id][i]:
+            assert best == 0.0
+        elif found:
+            assert best == min(found)
+        else:
+            assert best is None
+    finite = [d for d in entry["distances"] if d is not None]
+    assert entry["fooled"] == pytest.approx(len(finite) / n)
+    assert sum(entry["best_found_by"].values()) == int(clean[model.id].sum()) - (
+        sum(1 for i, d in enumerate(entry["distances"]) if d is None))
+    assert result["results"]  # the robust-accuracy tables are still there
+
+
+def test_minimal_perturbation_on_a_real_run(tmp_path):
+    extra = '\n[[attacks]]\nname = "deepfool"\nnorm = "l2"\n'
+    text = TINY_SPEC.format(extra=extra).replace('name = "robust-accuracy"',
+                                                 'name = "minimal-perturbation"')
+    registry = advx.get_registry()
+    report = execute(parse_spec(text, registry), registry, tmp_path / "out", device="cpu",
+                     cache=tmp_path / "cache", progress=False)
+    norms = {e["norm"]: e for e in report["minimal_perturbation"]}
+    assert set(norms) == {"l2", "linf"}
+    assert norms["l2"]["fooled"] > 0.9 and norms["l2"]["median"] > 0
+    assert norms["linf"]["median"] is None or norms["linf"]["median"] <= 0.3 + 1e-6
+    assert "Smallest adversarial per sample" in (tmp_path / "out" / "report.md").read_text()

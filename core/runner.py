@@ -55,7 +55,9 @@ class Session:
         self.cache_root = cache_root(cache)
         self._models, self._clean, self._outcomes = {}, {}, {}
         self._sets, self._digests = {}, {}
-        self.set_seconds = 0.0  # wall time spent obtaining adversarial sets (the attack phase)
+        # wall time spent computing, resuming or reading adversarial sets (the attack phase;
+        # model training and loading excluded)
+        self.set_seconds = 0.0
         self.observers = []
 
     @property
@@ -124,9 +126,7 @@ class Session:
         """The :class:`~advx.sets.Obtained` set of one unit: cached, resumed or computed."""
         memo = (model_spec.id, attack_spec.id, eps)
         if memo not in self._sets:
-            started = time.perf_counter()
             self._sets[memo] = self._obtain(model_spec, attack_spec, eps)
-            self.set_seconds += time.perf_counter() - started
         return self._sets[memo]
 
     def _obtain(self, model_spec, attack_spec, eps):
@@ -164,14 +164,17 @@ class Session:
                                  "seed": self.protocol.seed,
                                  "batch_size": self.protocol.batch_size}}
         label = f"{attack_spec.id} {threat} on {model_spec.id}"
+        started = time.perf_counter()  # the attack phase: not training, not a source's set
         with progress_bar(label, self.n, enabled=self.progress) as advance:
-            return obtain_set(
+            obtained = obtain_set(
                 self.cache_root, set_key(identity),
                 inputs={"y": self.y.numpy(), "indices": np.arange(self.n, dtype=np.int64),
                         "targets": targets.numpy()},
                 layout=result_layout(self.x, threat), batch_size=self.protocol.batch_size,
                 provenance=provenance(identity, spec_fragment=fragment, device=self.device),
                 compute_batch=compute_batch, advance=advance)
+        self.set_seconds += time.perf_counter() - started
+        return obtained
 
     def _outcome(self, model_spec, attack_spec, obtained):
         arrays = obtained.stored.arrays

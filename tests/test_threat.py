@@ -94,6 +94,21 @@ class TestDistance:
         assert bool((d > 0).all())
         assert bool((distance(norm, x - x) == 0).all())
 
+    @given(data=batch_and_point(), draw=st.data(),
+           scale=st.sampled_from([-3.0, -1.0, -0.5, 0.01, 0.25, 2.0, 7.5]),
+           norm=st.sampled_from(NORMS))
+    def test_norm_axioms(self, data, draw, scale, norm):
+        """l1, l2, linf are norms (homogeneous, triangle inequality); l0 counts changed units,
+        so it ignores scaling by a non-zero factor and is subadditive."""
+        x, a = data
+        elements = st.floats(-1, 2, width=32, allow_nan=False, allow_subnormal=False)
+        b = torch.from_numpy(draw.draw(hnp.arrays(np.float32, tuple(x.shape), elements=elements)))
+        d, e = (a - x).double(), (b - x).double()
+        scaled = distance(norm, scale * d)
+        expected = distance(norm, d) * (1 if norm == "l0" else abs(scale))
+        assert torch.allclose(scaled, expected, rtol=1e-6, atol=1e-9)
+        assert bool((distance(norm, d + e) <= distance(norm, d) + distance(norm, e) + 1e-9).all())
+
     def test_l2_of_a_tiny_perturbation_is_positive(self):
         assert float(distance("l2", torch.tensor([[1e-30, 0.0]]))) > 0
 

@@ -11,15 +11,9 @@ from advx.plugins.attacks.square import _bump, p_schedule, window_side
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .small_cnn import train_small_cnn
+
 N_ATTACKED = 100
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +23,10 @@ def mnist():
     The model is left with gradients enabled on its parameters, so that a forward pass run
     with autograd on would record a graph (the black-box tests rely on that).
     """
-    torch.set_num_threads(1)
     x, y = advx.get_dataset("mnist").load("test")
     x_train, y_train = x[200:], y[200:]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 5, stride=2, padding=2), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 5, stride=2, padding=2), torch.nn.ReLU(),
-            torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 10))
-        optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
-        for _ in range(4):
-            for batch in torch.randperm(len(x_train)).split(50):
-                loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-    model.eval().zero_grad(set_to_none=True)
+    model = train_small_cnn(x_train, y_train, kernel=5, padding=2, epochs=4, batch=50, lr=2e-3,
+                            frozen=False)
     x, y = x[:N_ATTACKED], y[:N_ATTACKED]
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() > 0.85

@@ -13,37 +13,18 @@ from advx.plugins.attacks.boundary import blended_start
 from advx.testing import AttackContract
 from advx.testing.contract import build_network, random_batch
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from .small_cnn import train_small_cnn
 
 
 @pytest.fixture(scope="module")
 def mnist():
     """``(model, x, y, x_weak, y_weak)``: a CNN trained ~3 s, 16 test images it classifies
     correctly, and the 24 correct ones (of 500) it is least confident about."""
-    torch.set_num_threads(1)
     data = advx.get_dataset("mnist")
     (x, y), (x_test, y_test) = data.load("train"), data.load("test")
     x, y, x_test, y_test = x[:4000], y[:4000], x_test[:500], y_test[:500]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 5, stride=2), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 5, stride=2), torch.nn.ReLU(),
-            torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 10))
-        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(2):
-            for index in torch.randperm(len(x)).split(100):
-                loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-    model.eval().requires_grad_(False)
+    model = train_small_cnn(x, y, widths=(8, 16), kernel=5, padding=0, epochs=2, batch=100,
+                            lr=1e-2)
     with torch.no_grad():
         probability = model(x_test).softmax(1)
     correct = probability.argmax(1) == y_test

@@ -10,6 +10,8 @@ from advx.plugins.attacks.cw import _TanhBox
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .small_cnn import train_small_cnn
+
 N = 64
 # Budgets that keep this module fast; cw-l2's default is 9 rounds of 100 steps.
 CW_L2 = {"steps": 100, "binary_search_steps": 5}
@@ -20,24 +22,9 @@ UNBOUNDED_L2 = advx.ThreatModel(norm="l2")
 def trained_mnist_cnn():
     """``(model, x, y)``: a small CNN trained one epoch on 2,000 sample digits (~2 s, ~86%
     test accuracy), and the first N test digits.  Cached: the differential tests reuse it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     data = advx.get_dataset("mnist")
     x_train, y_train = (t[:2000] for t in data.load("train"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 10))
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for batch in torch.randperm(len(x_train)).split(32):
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    model.eval().requires_grad_(False)
-    torch.set_num_threads(previous)
+    model = train_small_cnn(x_train, y_train)
     x, y = (t[:N] for t in data.load("test"))
     return model, x, y
 

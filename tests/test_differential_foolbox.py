@@ -11,6 +11,8 @@ import advx
 import pytest
 import torch
 
+from .small_cnn import train_small_cnn
+
 fb = pytest.importorskip("foolbox", reason="foolbox not installed")
 
 N = 64
@@ -19,30 +21,14 @@ TOLERANCE = 1.10  # advx's median may exceed Foolbox's by at most 10%
 
 @pytest.fixture(scope="module")
 def mnist():
-    """A small CNN trained one epoch on 2,000 sample digits, as in test_cw_deepfool_ddn.py
-    (test modules cannot import each other under --import-mode=importlib)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """A small CNN trained one epoch on 2,000 sample digits, as in test_cw_deepfool_ddn.py."""
     data = advx.get_dataset("mnist")
     x_train, y_train = (t[:2000] for t in data.load("train"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 10))
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for batch in torch.randperm(len(x_train)).split(32):
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    model.eval().requires_grad_(False)
+    model = train_small_cnn(x_train, y_train)
     x, y = (t[:N] for t in data.load("test"))
     with torch.no_grad():
         correct = model(x).argmax(1) == y
-    yield model, x, y, correct
-    torch.set_num_threads(previous)
+    return model, x, y, correct
 
 
 def distances(model, x, y, x_adv):

@@ -1,0 +1,42 @@
+"""A small CNN trained in seconds on real MNIST digits, shared by the attack tests.
+
+Every argument changes what is trained (and the tests' measured thresholds depend on it), so
+each test module keeps its own settings; this module only keeps the loop in one place.
+"""
+
+import torch
+
+
+def train_small_cnn(x, y, *, widths=(16, 32), kernel=3, padding=1, epochs=1, batch=32, lr=3e-3,
+                    frozen=True, seed=0):
+    """Two stride-2 convolutions with ReLU and a linear head, trained by Adam on ``(x, y)``.
+
+    Deterministic for a seed (the shuffles and the initialisation come from it, without
+    touching the global random state). ``frozen`` turns off the parameters' gradients; without
+    it the model keeps them, so a forward pass run with autograd on records a graph.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        convs = []
+        channels = x.shape[1]
+        for width in widths:
+            convs += [torch.nn.Conv2d(channels, width, kernel, stride=2, padding=padding),
+                      torch.nn.ReLU()]
+            channels = width
+        body = torch.nn.Sequential(*convs, torch.nn.Flatten())
+        with torch.no_grad():
+            features = body(x[:1]).shape[1]
+        model = torch.nn.Sequential(*body, torch.nn.Linear(features, 10))
+        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+        for _ in range(epochs):
+            for index in torch.randperm(len(x)).split(batch):
+                loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+    model.eval()
+    if frozen:
+        model.requires_grad_(False)
+    else:
+        model.zero_grad(set_to_none=True)
+    return model

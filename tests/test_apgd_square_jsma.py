@@ -268,21 +268,24 @@ class TestSquare:
 
 # -- JSMA ------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def correct(mnist):
+    """The first 24 correctly classified digits, and targets y + 1."""
+    model, x, y = mnist
+    with torch.no_grad():
+        keep = (model(x).argmax(1) == y).nonzero().squeeze(1)[:24]
+    return model, x[keep], y[keep], (y[keep] + 1) % 10
+
+
+@pytest.fixture(scope="module")
+def targeted(correct):
+    """JSMA's targeted result on ``correct``."""
+    model, x, y, targets = correct
+    threat = advx.ThreatModel(norm="l0", targeted=True)
+    return advx.get_attack("jsma")(model, x, y, threat, targets=targets)
+
+
 class TestJSMA:
-    @pytest.fixture(scope="class")
-    def correct(self, mnist):
-        """The first 24 correctly classified digits, and targets y + 1."""
-        model, x, y = mnist
-        with torch.no_grad():
-            keep = (model(x).argmax(1) == y).nonzero().squeeze(1)[:24]
-        return model, x[keep], y[keep], (y[keep] + 1) % 10
-
-    @pytest.fixture(scope="class")
-    def targeted(self, correct):
-        model, x, y, targets = correct
-        threat = advx.ThreatModel(norm="l0", targeted=True)
-        return advx.get_attack("jsma")(model, x, y, threat, targets=targets)
-
     def test_targeted_reaches_the_target_within_the_pixel_budget(self, correct, targeted):
         _, x, _, targets = correct
         result = targeted

@@ -133,8 +133,9 @@ def _plural(kind):
 
 
 def summary(cls):
+    """The first paragraph of the class docstring, on one line."""
     doc = (cls.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
 
 
 def describe_params(cls):

@@ -58,6 +58,25 @@ def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check
     return Run(x_adv, done | fooled(logits, labels, targeted), objective(logits, labels, targeted))
 
 
+def with_restarts(one_run, x, labels, *, steps, restarts):
+    """``(x_adv, queries)`` of ``one_run(x, labels)`` followed by ``restarts - 1`` further runs
+    on the samples no run has fooled yet, keeping per sample the strongest result (:func:`merge`).
+
+    Each run costs ``steps`` passes per sample it attacks, plus one comparison pass when there
+    are restarts; one host sync per restart (never per step) selects the samples left.
+    """
+    queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    best = one_run(x, labels)
+    queries += steps + (restarts > 1)
+    for _ in range(restarts - 1):
+        index = (~best.fooled).nonzero().squeeze(1)
+        if index.numel() == 0:
+            break
+        queries[index] += steps + 1
+        best = merge(best, one_run(x[index], labels[index]), index)
+    return best.x_adv, queries
+
+
 def merge(best, run, index):
     """``best`` with the samples at ``index`` replaced where ``run`` is stronger.
 

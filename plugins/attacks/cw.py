@@ -9,7 +9,14 @@ import attrs
 import torch
 
 from ._gradients import per_sample, per_sample_where, projection_onto, random_start
-from ._iterative import Run, attack_labels, merge, resolve_step_size, step_size_field, steps_field
+from ._iterative import (
+    Run,
+    attack_labels,
+    resolve_step_size,
+    step_size_field,
+    steps_field,
+    with_restarts,
+)
 from ._margin import clamped_margin_gradient, confidence_field, margin, reached
 
 # atanh's argument is scaled by 1 - SHRINK, so a pixel exactly on a bound maps to w = +-4.95
@@ -169,18 +176,9 @@ class CarliniWagnerLinf(advx.FixedEpsilonAttack):
     def run(self, model, x, y, threat, *, targets, generator):
         labels = attack_labels(y, targets, threat)
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL)
-        queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        best = self._one_run(model, x, labels, threat, step_size, generator)
-        queries += self.steps + (self.restarts > 1)
-        for _ in range(self.restarts - 1):
-            # One host sync per restart (never per step): attack only the samples not done.
-            index = (~best.fooled).nonzero().squeeze(1)
-            if index.numel() == 0:
-                break
-            run = self._one_run(model, x[index], labels[index], threat, step_size, generator)
-            queries[index] += self.steps + 1
-            best = merge(best, run, index)
-        return best.x_adv, queries
+        return with_restarts(
+            lambda xs, ls: self._one_run(model, xs, ls, threat, step_size, generator),
+            x, labels, steps=self.steps, restarts=self.restarts)
 
     def _one_run(self, model, x, labels, threat, step_size, generator):
         """One run of projected steps; ``fooled`` in the :class:`Run` means margin >= kappa."""

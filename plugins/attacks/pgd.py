@@ -2,16 +2,15 @@
 
 import advx
 import attrs
-import torch
 
 from ._gradients import GRADIENT_NORMS, random_start
 from ._iterative import (
     ascend,
     attack_labels,
-    merge,
     resolve_step_size,
     step_size_field,
     steps_field,
+    with_restarts,
 )
 
 TRAVEL = 2.5  # default total travel of one run, in units of eps (Madry et al.'s rule)
@@ -60,18 +59,9 @@ class PGD(advx.FixedEpsilonAttack):
         labels = attack_labels(y, targets, threat)
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL,
                                       self.rel_step_size)
-        queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        best = self._one_run(model, x, labels, threat, step_size, generator)
-        queries += self.steps + (self.restarts > 1)
-        for _ in range(self.restarts - 1):
-            # One host sync per restart (never per step): attack only the unfooled samples.
-            index = (~best.fooled).nonzero().squeeze(1)
-            if index.numel() == 0:
-                break
-            run = self._one_run(model, x[index], labels[index], threat, step_size, generator)
-            queries[index] += self.steps + 1
-            best = merge(best, run, index)
-        return best.x_adv, queries
+        return with_restarts(
+            lambda xs, ls: self._one_run(model, xs, ls, threat, step_size, generator),
+            x, labels, steps=self.steps, restarts=self.restarts)
 
     def _one_run(self, model, x, labels, threat, step_size, generator):
         start = random_start(threat, x, generator) if self.random_start else x

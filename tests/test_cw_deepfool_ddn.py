@@ -308,7 +308,8 @@ def test_deepfool_chunks_do_not_change_the_result(mnist, unbounded, norm):
 
 
 @pytest.mark.parametrize("name, params", [
-    ("deepfool", {"candidates": 1}), ("deepfool", {"chunk": 0}), ("deepfool", {"overshoot": -0.1}), ("deepfool", {"steps": 0}),
+    ("deepfool", {"candidates": 1}), ("deepfool", {"chunk": 0}),
+    ("deepfool", {"overshoot": -0.1}), ("deepfool", {"steps": 0}),
     ("cw-l2", {"lr": 0}), ("cw-l2", {"confidence": -1}), ("cw-l2", {"binary_search_steps": 0}),
     ("cw-linf", {"restarts": 2, "random_start": False}), ("cw-linf", {"step_size": 0}),
     ("ddn", {"gamma": 1.0}), ("ddn", {"init_epsilon": 0}), ("ddn", {"steps": 1.5}),

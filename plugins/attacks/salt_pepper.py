@@ -23,11 +23,12 @@ class SaltAndPepper(advx.MinimizationAttack):
     L0 fell from 65 and 64 (Foolbox: 65 and 64) to 58 and 57.
     A sample the model already gets wrong is returned as x (one query).  Otherwise each of the
     ``steps`` draws sets every pixel (all its channels) to the upper bound with probability p / 2
-    and to the lower bound with probability p / 2 (but see above).  The density p walks up from 0 toward 1 in
-    steps of 1 / ``steps``; at each adversarial sparser than the best so far, the walk restarts
-    at 0.5 p with a ceiling of 1.2 p, spreading the remaining draws over that interval, and it
-    wraps back to its start whenever it reaches the ceiling.  The sparsest adversarial is
-    returned; a sample with none is returned as x.  A sample within eps (if given) stops.
+    and to the lower bound with probability p / 2 (but see above).  The density p walks up from
+    0 toward 1 in steps of 1 / ``steps``; at each adversarial sparser than the best so far,
+    the walk restarts at 0.5 p with a ceiling of 1.2 p, spreading the remaining draws over
+    that interval, and it wraps back to its start whenever it reaches the ceiling.  The
+    sparsest adversarial is returned; a sample with none is returned as x.  A sample within
+    eps (if given) stops.
     Per sample at most 1 + ``steps`` queries; one host sync per ten steps.
     """
 

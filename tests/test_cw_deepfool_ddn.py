@@ -295,20 +295,8 @@ class TestDeepFool:
         assert median_distance(every, correct) <= median_distance(two, correct) * 1.05
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
-def test_deepfool_chunks_do_not_change_the_result(mnist, unbounded, norm):
-    model, x, y, _ = mnist
-    threat = advx.ThreatModel(norm=norm)
-    whole = (unbounded["deepfool"] if norm == "l2"
-             else advx.get_attack("deepfool", chunk=len(x))(model, x, y, threat))
-    chunked = advx.get_attack("deepfool", chunk=3)(model, x, y, threat)
-    torch.testing.assert_close(chunked.x_adv, whole.x_adv, atol=1e-5, rtol=0)
-    assert torch.equal(chunked.success, whole.success)  # (queries count re-forwards, which
-    # depend on the other samples of a chunk)
-
-
 @pytest.mark.parametrize("name, params", [
-    ("deepfool", {"candidates": 1}), ("deepfool", {"chunk": 0}),
+    ("deepfool", {"candidates": 1}),
     ("deepfool", {"overshoot": -0.1}), ("deepfool", {"steps": 0}),
     ("cw-l2", {"lr": 0}), ("cw-l2", {"confidence": -1}), ("cw-l2", {"binary_search_steps": 0}),
     ("cw-linf", {"restarts": 2, "random_start": False}), ("cw-linf", {"step_size": 0}),

@@ -11,6 +11,38 @@ from torch.nn import functional as F
 
 GRADIENT_NORMS = frozenset({"linf", "l2"})
 
+# Samples per forward/backward pass on CPU.  A batch of 500 MNIST digits keeps activations and
+# their gradients out of the CPU caches: on 2 cores one pass of madry-cnn took 0.30 s whole and
+# 0.22 s in chunks of 128, blog-cnn 0.095 s and 0.057 s.  Other devices take the whole batch.
+CPU_CHUNK = 128
+
+
+def chunk_size(x):
+    """Samples per forward/backward pass for the batch ``x``: see :data:`CPU_CHUNK`."""
+    return CPU_CHUNK if x.device.type == "cpu" else max(1, len(x))
+
+
+def gradient_by_chunks(inputs, value_and_extras, backward=True):
+    """``(gradient or None, values, *extras)``, each concatenated over chunks of rows.
+
+    For each chunk of rows ``rows`` (a slice; see :func:`chunk_size`) the leaf
+    ``inputs[rows]`` is built, ``value_and_extras(leaf, rows)`` returns per-sample values and
+    any extra tensors (logits, say), and with ``backward`` the gradient of the values' sum is
+    taken w.r.t. the leaf only.  Samples are independent, so the result does not depend on
+    the chunking (up to float rounding).
+    """
+    size, chunks = chunk_size(inputs), []
+    for start in range(0, len(inputs), size):
+        rows = slice(start, start + size)
+        with torch.enable_grad() if backward else torch.no_grad():
+            leaf = inputs[rows].detach().requires_grad_(backward)
+            value, *extras = value_and_extras(leaf, rows)
+            grad = torch.autograd.grad(value.sum(), leaf)[0] if backward else None
+        chunks.append((grad, value.detach(), *(t.detach() for t in extras)))
+    if len(chunks) == 1:
+        return chunks[0]
+    return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*chunks))
+
 
 def objective(logits, labels, targeted):
     """Per-sample value the attack maximises: CE(labels), or -CE(targets) when targeted."""
@@ -26,13 +58,12 @@ def fooled(logits, labels, targeted):
 
 def objective_gradient(model, x_adv, labels, targeted):
     """``(gradient of the objective w.r.t. x_adv, logits)``, gradients taken w.r.t. x_adv only."""
-    with torch.enable_grad():
-        x_adv = x_adv.detach().requires_grad_(True)
-        logits = model(x_adv)
-        # Summed inside the loss: the same gradient as summing per-sample values, in one kernel.
-        total = F.cross_entropy(logits, labels, reduction="sum")
-        (grad,) = torch.autograd.grad(-total if targeted else total, x_adv)
-    return grad, logits.detach()
+    def value(leaf, rows):
+        logits = model(leaf)
+        return objective(logits, labels[rows], targeted), logits
+
+    grad, _, logits = gradient_by_chunks(x_adv, value)
+    return grad, logits
 
 
 def per_sample(values, like):

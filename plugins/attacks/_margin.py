@@ -9,9 +9,9 @@ the confidence ``kappa`` and no further.
 """
 
 import attrs
-import torch
 
 from . import _losses
+from ._gradients import gradient_by_chunks
 
 
 def margin(logits, labels, targeted):
@@ -37,12 +37,12 @@ def clamped_margin_gradient(model, x_adv, labels, targeted, kappa):
     One forward and one backward pass; gradients are taken w.r.t. ``x_adv`` only.  Samples
     whose margin exceeds kappa get a zero gradient (the clamp is flat there).
     """
-    with torch.enable_grad():
-        x_adv = x_adv.detach().requires_grad_(True)
-        logits = model(x_adv)
-        total = margin(logits, labels, targeted).clamp_max(kappa).sum()
-        (grad,) = torch.autograd.grad(total, x_adv)
-    return grad, logits.detach()
+    def value(leaf, rows):
+        logits = model(leaf)
+        return margin(logits, labels[rows], targeted).clamp_max(kappa), logits
+
+    grad, _, logits = gradient_by_chunks(x_adv, value)
+    return grad, logits
 
 
 def confidence_field():

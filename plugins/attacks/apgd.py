@@ -18,6 +18,7 @@ from ._gradients import (
     GRADIENT_NORMS,
     ascent_direction,
     fooled,
+    gradient_by_chunks,
     objective,
     per_sample,
     per_sample_where,
@@ -57,13 +58,15 @@ def checkpoints(steps):
 
 
 def _loss_and_gradient(model, x_adv, loss_fn, backward=True):
-    """``(per-sample loss, its gradient w.r.t. x_adv or None, logits)`` from one pass."""
-    with torch.enable_grad() if backward else torch.no_grad():
-        x_adv = x_adv.detach().requires_grad_(backward)
-        logits = model(x_adv)
-        loss = loss_fn(logits)
-        grad = torch.autograd.grad(loss.sum(), x_adv)[0] if backward else None
-    return loss.detach(), grad, logits.detach()
+    """``(per-sample loss, its gradient w.r.t. x_adv or None, logits)`` from one pass.
+
+    ``loss_fn(logits, rows)`` is the loss of the batch rows ``rows``."""
+    def value(leaf, rows):
+        logits = model(leaf)
+        return loss_fn(logits, rows), logits
+
+    grad, loss, logits = gradient_by_chunks(x_adv, value, backward)
+    return loss, grad, logits
 
 
 @attrs.frozen(kw_only=True)
@@ -120,8 +123,9 @@ class _APGD(advx.FixedEpsilonAttack):
         """
         targeted = threat.targeted
 
-        def loss_fn(logits):
-            return self.loss(logits, y, targets, targeted)
+        def loss_fn(logits, rows):
+            return self.loss(logits, y[rows], None if targets is None else targets[rows],
+                             targeted)
 
         project = projection_onto(threat, x)
         x_adv = random_start(threat, x, generator)

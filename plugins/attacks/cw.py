@@ -8,7 +8,13 @@ import advx
 import attrs
 import torch
 
-from ._gradients import per_sample, per_sample_where, projection_onto, random_start
+from ._gradients import (
+    gradient_by_chunks,
+    per_sample,
+    per_sample_where,
+    projection_onto,
+    random_start,
+)
 from ._iterative import (
     Run,
     attack_labels,
@@ -101,14 +107,15 @@ class CarliniWagnerL2(advx.MinimizationAttack):
         w = w_start.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([w], lr=self.lr)
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        def loss(leaf, rows):
+            x_adv = box.to_x(leaf)
+            logits = model(x_adv)
+            squared = (x_adv - x[rows]).flatten(1).pow(2).sum(1)
+            return (squared - const[rows] * margin(logits, labels[rows], targeted).clamp_max(
+                self.confidence), logits, x_adv, squared)
+
         for _ in range(self.steps):
-            with torch.enable_grad():
-                x_adv = box.to_x(w)
-                logits = model(x_adv)
-                squared = (x_adv - x).flatten(1).pow(2).sum(1)
-                loss = squared - const * margin(logits, labels, targeted).clamp_max(
-                    self.confidence)
-                (w.grad,) = torch.autograd.grad(loss.sum(), w)
+            w.grad, _, logits, x_adv, squared = gradient_by_chunks(w, loss)
             with torch.no_grad():
                 ok = reached(logits, labels, targeted, self.confidence)
                 better = ok & (squared.sqrt() < best_dist)

@@ -177,7 +177,9 @@ INTRO = (
     "successes. img/s: N over the attack's seconds. x floor: the attack's time over k forward + "
     "backward passes (input gradient of the CE) of the same model on the same batch, timed "
     "right before and after the attack ({floor} passes timed, scaled to k); † marks attacks "
-    "with a variable number of passes, timed as a multiple of ONE pass. Verdicts compare "
+    "with a variable number of passes, timed as a multiple of ONE pass. advx runs its passes in "
+    "chunks of 128 digits on CPU, which is faster here than whole-batch passes, so its ratios "
+    "can fall below 1. Verdicts compare "
     "libraries on the digits both ran on; in the strength verdicts distances within {tie:.1%} "
     "of each other count as equal.")
 

@@ -42,6 +42,7 @@ def cli(debug):
     \b
     advx run                      the built-in quickstart (MNIST sample, blog-cnn, FGSM + PGD)
     advx run spec.toml --out DIR  evaluate what a run spec describes
+    advx train spec.toml          train and cache the spec's models (defenses included)
     advx list attacks             every attack the installed plugins registered
     advx cache ls                 adversarial example sets already computed
     """
@@ -52,8 +53,8 @@ def main():
     cli(prog_name="advx")
 
 
-from . import cache_cmd, listing, plugins_cmd, run  # noqa: E402  (the commands attach themselves to cli)
+from . import cache_cmd, listing, plugins_cmd, run, train_cmd  # noqa: E402  (the commands attach themselves to cli)
 
 advx.get_registry().loaded.pm.hook.advx_register_commands(cli=cli)
 
-__all__ = ["cli", "main", "cache_cmd", "listing", "plugins_cmd", "run"]
+__all__ = ["cli", "main", "cache_cmd", "listing", "plugins_cmd", "run", "train_cmd"]

@@ -11,7 +11,7 @@ The public API::
 from ._version import __version__
 from .attack import Attack, AttackResult, FixedEpsilonAttack, MinimizationAttack
 from .dataset import Dataset, DatasetInfo
-from .defense import Defense
+from .defense import Defense, Preprocessor, TrainingDefense
 from .errors import (
     AdvxError,
     DuplicatePluginError,
@@ -58,6 +58,11 @@ def get_model(name, dataset="mnist", **kwargs):
     return load_model(name, dataset=dataset, **kwargs)
 
 
+def get_defense(name, **params):
+    """A defense instance (a preprocessor or a training defense); ``preset`` picks a preset."""
+    return get_registry().create("defenses", name, **params)
+
+
 def list_plugins(kind=None):
     """Descriptions (name, kind, plugin, summary, params) of registered classes of ``kind``."""
     registry = get_registry()
@@ -68,8 +73,9 @@ def list_plugins(kind=None):
 __all__ = [
     "AdvxError", "Attack", "AttackResult", "Dataset", "DatasetInfo", "Defense",
     "DuplicatePluginError", "ExitCode", "FixedEpsilonAttack", "MinimizationAttack", "ModelPlugin",
-    "NORMS", "ParameterError", "PluginLoadError", "Protocol", "Registry", "ThreatModel",
-    "ThreatModelViolation", "TrainRecipe", "UnknownPluginError", "UsageError", "__version__",
-    "evaluate_accuracy", "get_attack", "get_dataset", "get_model", "get_registry", "hookimpl",
+    "NORMS", "ParameterError", "PluginLoadError", "Preprocessor", "Protocol", "Registry",
+    "ThreatModel", "ThreatModelViolation", "TrainRecipe", "TrainingDefense",
+    "UnknownPluginError", "UsageError", "__version__", "evaluate_accuracy", "get_attack",
+    "get_dataset", "get_defense", "get_model", "get_registry", "hookimpl",
     "list_plugins", "load_weights", "save_weights", "train_model", "weights_digest",
 ]

@@ -11,7 +11,7 @@ import attrs
 
 from .attack import Attack
 from .dataset import Dataset
-from .defense import Defense
+from .defense import Defense, with_preset
 from .errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
 from .model import ModelPlugin
 from .pluginmanager import PluginFailure, load_plugins
@@ -120,8 +120,17 @@ class Registry:
             raise UnknownPluginError(KINDS[kind][0], name, self._entries[kind]) from None
 
     def create(self, kind, name, **params):
-        """An instance of the class registered as ``name``, built from ``params``."""
+        """An instance of the class registered as ``name``, built from ``params``.
+
+        A defense's ``preset`` parameter fills in the values of that preset that ``params``
+        do not set (see :func:`advx.defense.with_preset`).
+        """
         entry = self.get(kind, name)
+        if entry.kind == "defense":
+            try:
+                params = with_preset(entry.cls, params)
+            except KeyError as exc:
+                raise ParameterError(exc.args[0]) from None
         return instantiate(entry.cls, entry.kind, params)
 
 

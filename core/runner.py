@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 import torch
 
-from . import zoo
+from . import defense_stack, zoo
 from .attack import Replay, TransferAttack
 from .errors import UsageError
 from .paths import cache_root
@@ -53,7 +53,7 @@ class Session:
         self.bounds = tuple(self.dataset.info.bounds)
         self.model_sources = {}
         self.cache_root = cache_root(cache)
-        self._models, self._clean, self._outcomes = {}, {}, {}
+        self._models, self._trained, self._clean, self._outcomes = {}, {}, {}, {}
         self._sets, self._digests = {}, {}
         # wall time spent computing, resuming or reading adversarial sets (the attack phase;
         # model training and loading excluded)
@@ -65,14 +65,20 @@ class Session:
         return len(self.x)
 
     def model(self, model_spec):
-        """The trained module of a model entry (trained and cached on first use)."""
+        """The module of a model entry: trained (by its training defense, if any) and cached
+        on first use, behind its preprocessors."""
         if model_spec.id not in self._models:
-            self._models[model_spec.id] = zoo.load_model(
+            training, preprocessors = defense_stack.instances(self.registry, model_spec)
+            trained = zoo.load_model(
                 model_spec.plugin.name, self.dataset, params=model_spec.plugin.params,
                 recipe=model_spec.train, checkpoint=model_spec.checkpoint, cache=self.cache,
-                device=self.device, progress=self.progress, registry=self.registry)
-            metadata = getattr(self._models[model_spec.id], "advx_metadata", {})
+                device=self.device, progress=self.progress, registry=self.registry,
+                training=training)
+            metadata = getattr(trained, "advx_metadata", {})
             self.model_sources[model_spec.id] = metadata.get("source", "unknown")
+            self._trained[model_spec.id] = trained
+            self._models[model_spec.id] = defense_stack.wrap(trained, preprocessors,
+                                                             model_spec.adaptive)
         return self._models[model_spec.id]
 
     def _batches(self):
@@ -141,7 +147,8 @@ class Session:
             model_name=model_spec.plugin.name, weights_sha256=self.weights_digest(model_spec),
             dataset_identity=self.dataset.identity(), n=self.n, attack=attack, threat=threat,
             target=attack_spec.target, seed=self.protocol.seed,
-            batch_size=self.protocol.batch_size, source_key=source and source.key)
+            batch_size=self.protocol.batch_size, source_key=source and source.key,
+            defenses=defense_stack.identity(self.registry, model_spec))
         base = identity_digest(identity)
         if source is not None:
             targets = torch.from_numpy(source.arrays["targets"])
@@ -190,9 +197,10 @@ class Session:
                        reused_batches=obtained.reused_batches)
 
     def weights_digest(self, model_spec):
-        """sha256 of the model's weights (memoised)."""
+        """sha256 of the model's trained weights, without its preprocessors (memoised)."""
         if model_spec.id not in self._digests:
-            self._digests[model_spec.id] = weights_digest(self.model(model_spec))
+            self.model(model_spec)
+            self._digests[model_spec.id] = weights_digest(self._trained[model_spec.id])
         return self._digests[model_spec.id]
 
     def _notify(self, model_spec, attack_spec, eps, outcome):

@@ -28,11 +28,13 @@ import attrs
 
 from .adversarial_training import adversary_of
 from .attack import TransferAttack
+from .defense_stack import instances as defense_instances
+from .defense_stack import parse_defenses
 from .errors import UsageError
 from .threat import NORMS, ThreatModel
 from .training import TrainRecipe
 
-MODEL_RESERVED = ("id", "train", "checkpoint")
+MODEL_RESERVED = ("id", "train", "checkpoint", "defenses", "adaptive", "show_non_adaptive")
 ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target")
 TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
 TARGET_MODES = ("random", "next", "least-likely")
@@ -57,6 +59,8 @@ class ModelSpec:
     plugin: PluginSpec
     train: dict = attrs.field(factory=dict)
     checkpoint: str | None = None
+    defenses: tuple = ()  # PluginSpecs, in the order an input meets them
+    adaptive: bool = True  # preprocessors pass a straight-through (BPDA) gradient
 
 
 @attrs.frozen
@@ -187,8 +191,25 @@ def _models(registry, value, where, base_dir):
     models, used = [], set()
     for i, table in enumerate(_array_of_tables(value, where.at("models"), allow_empty=False)):
         at = where.at(f"models[{i}]")
-        models.append(_model(registry, table, _unique_id(table, used, at), at, base_dir))
+        model = _model(registry, table, _unique_id(table, used, at), at, base_dir)
+        models.append(model)
+        if _flag(registry, table, "show_non_adaptive", model, at):
+            naive = attrs.evolve(model, id=f"{model.id} (non-adaptive)", adaptive=False)
+            _unique_id({"id": naive.id}, used, at)
+            models.append(naive)
     return tuple(models)
+
+
+def _flag(registry, table, key, model, at):
+    """The model table's boolean ``key`` (adaptive: default true; show_non_adaptive: false)."""
+    default = key == "adaptive"
+    flag = table.get(key, default)
+    if not isinstance(flag, bool):
+        raise at.error(f"{key} must be true or false, got {flag!r}")
+    if flag != default and not defense_instances(registry, model)[1]:
+        raise at.error(f"{key} = {str(flag).lower()} needs a preprocessor among the model's "
+                       "defenses")
+    return flag
 
 
 def _model(registry, table, ident, at, base_dir):
@@ -211,7 +232,9 @@ def _model(registry, table, ident, at, base_dir):
         if not path.is_file():
             raise at.error(f"checkpoint {checkpoint!r} is not a file")
         checkpoint = str(path)
-    return ModelSpec(ident, plugin, dict(train), checkpoint)
+    defenses = parse_defenses(registry, table.get("defenses"), at, PluginSpec, checkpoint)
+    model = ModelSpec(ident, plugin, dict(train), checkpoint, defenses)
+    return attrs.evolve(model, adaptive=_flag(registry, table, "adaptive", model, at))
 
 
 def _attacks(registry, value, where, base_dir):
@@ -339,6 +362,10 @@ def model_spec_dict(model, with_id=True):
         entry["train"] = dict(model.train)
     if model.checkpoint:
         entry["checkpoint"] = model.checkpoint
+    if model.defenses:
+        entry["defenses"] = [{"name": d.name, **d.params} for d in model.defenses]
+    if not model.adaptive:
+        entry["adaptive"] = False
     return entry
 
 

@@ -120,12 +120,14 @@ def seeded(seed, device="cpu"):
         yield
 
 
-def train_model(module, dataset, recipe, *, device="cpu", progress=True, label=None):
+def train_model(module, dataset, recipe, *, device="cpu", progress=True, label=None,
+                loss=None):
     """Train ``module`` on ``dataset``'s train split by ``recipe``; returns it in eval mode.
 
     Batches are drawn by a shuffle seeded from ``recipe.seed`` and dropout is seeded too, so two
     runs on the CPU with the same seed give identical weights. ``label`` names the model in the
-    progress bar.
+    progress bar.  ``loss(module, x, y, position)`` replaces the recipe's batch loss (see
+    :func:`batch_loss`; ``position`` is ``(epoch, batch)``).
     """
     label = label or _label(module, dataset)
     device = resolve_device(device)
@@ -134,7 +136,7 @@ def train_model(module, dataset, recipe, *, device="cpu", progress=True, label=N
     optimizer = make_optimizer(module, recipe)
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * -(-len(x) // recipe.batch_size))
     order = torch.Generator().manual_seed(recipe.seed)
-    step = batch_loss(recipe, dataset.info.bounds)
+    step = loss or batch_loss(recipe, dataset.info.bounds)
     with seeded(recipe.seed, device):
         for epoch in range(recipe.epochs):
             batches = torch.randperm(len(x), generator=order).split(recipe.batch_size)

@@ -33,11 +33,12 @@ def attack_params(attack):
 
 
 def set_identity(*, model_name, weights_sha256, dataset_identity, n, attack, threat, target,
-                 seed, batch_size, source_key=None):
-    """The identity of one adversarial set (JSON-ready)."""
+                 seed, batch_size, source_key=None, defenses=()):
+    """The identity of one adversarial set (JSON-ready); ``defenses`` is the model's defense
+    stack as plain data (see :func:`advx.defense_stack.identity`)."""
     identity = {
         "model": {"plugin": model_name, "weights_sha256": weights_sha256},
-        "defenses": [],
+        "defenses": list(defenses),
         "dataset": {"identity": dataset_identity, "split": "test", "indices": [0, n]},
         "attack": {"plugin": attack.name, "params": attack_params(attack)},
         "threat": {"norm": threat.norm, "eps": threat.eps, "bounds": list(threat.bounds),

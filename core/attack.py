@@ -41,6 +41,10 @@ class Attack:
     access: ClassVar[str] = "gradient"
     kind: ClassVar[str] = "fixed-eps"
     supports_targeted: ClassVar[bool] = True
+    # Bumped when a change of the algorithm changes its results for the same parameters; a
+    # revision above 1 joins the identity of the attack's cached sets, so older ones are
+    # recomputed rather than served.
+    revision: ClassVar[int] = 1
 
     def run(self, model, x, y, threat, *, targets, generator):
         """Return adversarial inputs for the batch, or ``(x_adv, queries)``.

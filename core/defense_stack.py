@@ -8,12 +8,14 @@ the report shows the naive number beside the adaptive one.
 """
 
 from .errors import UsageError
+from .specparts import PluginSpec
 
 KINDS_IN_STACK = ("preprocessor", "training")
 
 
-def parse_defenses(registry, value, at, plugin_spec, checkpoint):
-    """The model's defenses as a tuple of ``plugin_spec(name, params)``, each validated."""
+def parse_defenses(registry, value, at, checkpoint):
+    """The model's defenses as a tuple of :class:`PluginSpec`, each validated; ``at`` says
+    where in the spec (errors name it)."""
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -36,7 +38,7 @@ def parse_defenses(registry, value, at, plugin_spec, checkpoint):
                               f"{' or '.join(KINDS_IN_STACK)} defenses")
         if defense.kind == "training":
             training.append(name)
-        parsed.append(plugin_spec(name, params))
+        parsed.append(PluginSpec(name, params))
     if len(training) > 1:
         raise at.error(f"defenses: at most one training defense per model, got "
                        f"{', '.join(training)}")

@@ -12,7 +12,6 @@ from .runner import Session
 from .spec import PluginSpec
 from .tomlwrite import dumps
 from .training import resolve_device
-from .weights import weights_digest
 
 
 def with_overrides(spec, limit=None, seed=None):
@@ -55,8 +54,9 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=True
 
 
 def _model_entry(session, model_spec, measured):
-    module = session.model(model_spec)
+    session.model(model_spec)
     return {"id": model_spec.id, "name": model_spec.plugin.name,
             "params": model_spec.plugin.params, "source": session.model_sources[model_spec.id],
-            "weights_digest": weights_digest(module),
+            "defenses": [d.name for d in model_spec.defenses], "adaptive": model_spec.adaptive,
+            "weights_digest": session.weights_digest(model_spec),
             "clean_accuracy": measured.get("clean_accuracy", {}).get(model_spec.id)}

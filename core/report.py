@@ -64,6 +64,7 @@ def markdown(report):
         lines.append(f"| {w['model']} | {w['norm']} {_eps(w['eps'])} "
                      f"| {_pct(w['robust_accuracy'])} | {', '.join(w['attacks'])} |")
     lines += _minimal_section(report.get("minimal_perturbation"))
+    lines += _sanity_section(report.get("sanity"))
     lines += ["", "Robust accuracy counts a sample when the model classifies both the clean and "
               "the adversarial input correctly. Attack success is measured on the samples the "
               "model classifies correctly (and, for targeted attacks, whose label is not the "
@@ -90,6 +91,23 @@ def _minimal_section(entries):
               "attack of that norm; samples no attack fooled count as infinitely far, "
               "misclassified clean samples as 0."]
     return lines
+
+
+def _sanity_section(flags):
+    if flags is None:
+        return []
+    lines = ["", "## Sanity checks (gradient masking)", ""]
+    if not flags:
+        return lines + ["No flag raised: no gradient attack weaker than a black-box or transfer "
+                        "attack, robust accuracy never rising with eps, unbounded attacks at "
+                        "~0%, no large gain from more steps or restarts (among the attacks "
+                        "this run has)."]
+    lines += ["| check | model | threat | finding |", "|---|---|---|---|"]
+    for f in flags:
+        lines.append(f"| {f['check']} | {f['model']} | {f['norm']} {_eps(f['eps'])} "
+                     f"| {f['detail']} |")
+    return lines + ["", "A flag is a symptom of gradient masking (or of a weak attack): check "
+                    "it with a stronger or adaptive attack before trusting the numbers above."]
 
 
 def write_report(out_dir, report, spec_toml):

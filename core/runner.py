@@ -19,7 +19,8 @@ from .errors import UsageError
 from .paths import cache_root
 from .progress import progress_bar
 from .sets import obtain_set
-from .spec import attack_spec_dict, model_spec_dict, transfer_source
+from .spec import transfer_source
+from .specdict import attack_spec_dict, model_spec_dict
 from .store import identity_digest, set_key
 from .units import provenance, result_arrays, result_layout, set_identity, unit_seed
 from .weights import weights_digest

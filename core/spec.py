@@ -26,54 +26,28 @@ from pathlib import Path
 
 import attrs
 
-from .adversarial_training import adversary_of
 from .attack import TransferAttack
-from .defense_stack import instances as defense_instances
-from .defense_stack import parse_defenses
 from .errors import UsageError
-from .threat import NORMS, ThreatModel
-from .training import TrainRecipe
+from .specdict import model_spec_dict
+from .specmodels import MODEL_RESERVED, parse_model, parse_models
+from .specparts import (  # noqa: F401  (re-exported: the spec's pieces live in specparts)
+    TARGET_MODES,
+    AttackSpec,
+    ModelSpec,
+    PluginSpec,
+    SpecError,
+    Where,
+    array_of_tables,
+    no_unknown,
+    plugin_entry,
+    table_at,
+    unique_id,
+)
+from .threat import NORMS
 
-MODEL_RESERVED = ("id", "train", "checkpoint", "defenses", "adaptive", "show_non_adaptive")
 ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target")
 TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
-TARGET_MODES = ("random", "next", "least-likely")
 DEFAULT_PROTOCOL = "robust-accuracy"
-
-
-class SpecError(UsageError):
-    """A run spec that cannot be used as written."""
-
-
-@attrs.frozen
-class PluginSpec:
-    """A plugin name with its parameters, as written in the spec."""
-
-    name: str
-    params: dict = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class ModelSpec:
-    id: str
-    plugin: PluginSpec
-    train: dict = attrs.field(factory=dict)
-    checkpoint: str | None = None
-    defenses: tuple = ()  # PluginSpecs, in the order an input meets them
-    adaptive: bool = True  # preprocessors pass a straight-through (BPDA) gradient
-
-
-@attrs.frozen
-class AttackSpec:
-    id: str
-    plugin: PluginSpec
-    norm: str
-    eps: tuple  # floats; (None,) for a minimisation attack without eps
-    targeted: bool = False
-    target: object = None  # an int class, or one of TARGET_MODES
-
-    def threat(self, eps, bounds):
-        return ThreatModel(norm=self.norm, eps=eps, bounds=bounds, targeted=self.targeted)
 
 
 @attrs.frozen
@@ -87,6 +61,8 @@ class RunSpec:
 
     def to_dict(self):
         """The resolved spec as plain data (what `advx run` writes beside the report)."""
+        from .specdict import spec_to_dict  # specdict imports nothing from here
+
         return spec_to_dict(self)
 
 
@@ -112,137 +88,27 @@ def parse_spec(text, registry, source="<spec>", base_dir=None):
 
 
 def spec_from_dict(data, registry, source="<spec>", base_dir=None):
-    _no_unknown(data, TOP_LEVEL_KEYS, source, "the top level")
-    where = _Where(source)
-    dataset, _ = _plugin(registry, "datasets", _table(data, "dataset", where), where.at("dataset"))
-    models = _models(registry, data.get("models"), where, base_dir)
+    no_unknown(data, TOP_LEVEL_KEYS, source, "the top level")
+    where = Where(source)
+    dataset, _ = plugin_entry(registry, "datasets", table_at(data, "dataset", where),
+                              where.at("dataset"))
+    models = parse_models(registry, data.get("models"), where, base_dir)
     attacks = _attacks(registry, data.get("attacks", []), where, base_dir)
     protocol_table = dict(data.get("protocol", {"name": DEFAULT_PROTOCOL}))
     protocol_table.setdefault("name", DEFAULT_PROTOCOL)
-    protocol, _ = _plugin(registry, "protocols", protocol_table, where.at("protocol"))
+    protocol, _ = plugin_entry(registry, "protocols", protocol_table, where.at("protocol"))
     title = data.get("title", "")
     if not isinstance(title, str):
         raise SpecError(f"{source}: title must be a string")
     return RunSpec(dataset, models, attacks, protocol, title, source)
 
 
-class _Where:
-    """The file and key path an error is about."""
-
-    def __init__(self, source, key=""):
-        self.source, self.key = source, key
-
-    def at(self, key):
-        return _Where(self.source, f"{self.key}.{key}" if self.key else key)
-
-    def error(self, message):
-        return SpecError(f"{self.source}: [{self.key}] {message}")
-
-
-def _no_unknown(table, allowed, source, what):
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise SpecError(f"{source}: unknown key {', '.join(map(repr, unknown))} in {what}; "
-                        f"allowed: {', '.join(allowed)}")
-
-
-def _table(data, key, where):
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise where.at(key).error("is missing or not a table; it needs at least name = \"...\"")
-    return value
-
-
-def _plugin(registry, kind, table, where, reserved=()):
-    """``(PluginSpec, instance)`` of the plugin named by ``table["name"]``; the remaining keys
-    are its parameters, validated by building the instance."""
-    name = table.get("name")
-    if not isinstance(name, str):
-        raise where.error(f"needs name = \"...\", one of: {', '.join(registry.names(kind))}")
-    params = {k: v for k, v in table.items() if k != "name" and k not in reserved}
-    try:
-        instance = registry.create(kind, name, **params)
-    except UsageError as exc:
-        raise where.error(str(exc)) from None
-    return PluginSpec(name, params), instance
-
-
-def _array_of_tables(value, where, allow_empty):
-    if value is None:
-        value = []
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise where.error("must be an array of tables ([[...]] entries)")
-    if not value and not allow_empty:
-        raise where.error("needs at least one entry")
-    return value
-
-
-def _unique_id(table, used, where):
-    ident = table.get("id", table.get("name"))
-    if not isinstance(ident, str) or not ident:
-        raise where.error("id must be a non-empty string")
-    if ident in used:
-        raise where.error(f"id {ident!r} is used twice; give each entry its own id = \"...\"")
-    used.add(ident)
-    return ident
-
-
-def _models(registry, value, where, base_dir):
-    models, used = [], set()
-    for i, table in enumerate(_array_of_tables(value, where.at("models"), allow_empty=False)):
-        at = where.at(f"models[{i}]")
-        model = _model(registry, table, _unique_id(table, used, at), at, base_dir)
-        models.append(model)
-        if _flag(registry, table, "show_non_adaptive", model, at):
-            naive = attrs.evolve(model, id=f"{model.id} (non-adaptive)", adaptive=False)
-            _unique_id({"id": naive.id}, used, at)
-            models.append(naive)
-    return tuple(models)
-
-
-def _flag(registry, table, key, model, at):
-    """The model table's boolean ``key`` (adaptive: default true; show_non_adaptive: false)."""
-    default = key == "adaptive"
-    flag = table.get(key, default)
-    if not isinstance(flag, bool):
-        raise at.error(f"{key} must be true or false, got {flag!r}")
-    if flag != default and not defense_instances(registry, model)[1]:
-        raise at.error(f"{key} = {str(flag).lower()} needs a preprocessor among the model's "
-                       "defenses")
-    return flag
-
-
-def _model(registry, table, ident, at, base_dir):
-    """The :class:`ModelSpec` of one model table (plugin, parameters, train or checkpoint)."""
-    plugin, _ = _plugin(registry, "models", table, at, MODEL_RESERVED)
-    train = table.get("train", {})
-    if not isinstance(train, dict):
-        raise at.error("train must be a table of recipe fields")
-    try:
-        recipe = TrainRecipe.from_dict(train)
-        if recipe.adversary is not None:
-            adversary_of(recipe)
-    except UsageError as exc:
-        raise at.at("train").error(str(exc)) from None
-    checkpoint = table.get("checkpoint")
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if base_dir is not None and not path.is_absolute():
-            path = Path(base_dir) / path
-        if not path.is_file():
-            raise at.error(f"checkpoint {checkpoint!r} is not a file")
-        checkpoint = str(path)
-    defenses = parse_defenses(registry, table.get("defenses"), at, PluginSpec, checkpoint)
-    model = ModelSpec(ident, plugin, dict(train), checkpoint, defenses)
-    return attrs.evolve(model, adaptive=_flag(registry, table, "adaptive", model, at))
-
-
 def _attacks(registry, value, where, base_dir):
     attacks, used = [], set()
-    for i, table in enumerate(_array_of_tables(value, where.at("attacks"), allow_empty=True)):
+    for i, table in enumerate(array_of_tables(value, where.at("attacks"), allow_empty=True)):
         at = where.at(f"attacks[{i}]")
-        ident = _unique_id(table, used, at)
-        plugin, attack = _plugin(registry, "attacks", table, at, ATTACK_RESERVED)
+        ident = unique_id(table, used, at)
+        plugin, attack = plugin_entry(registry, "attacks", table, at, ATTACK_RESERVED)
         if isinstance(attack, TransferAttack):
             plugin = _transfer_plugin(registry, plugin, at, base_dir)
         norm = table.get("norm")
@@ -271,7 +137,7 @@ def _transfer_plugin(registry, plugin, at, base_dir):
     if not isinstance(source, dict):
         raise at.error("source must be a model table, e.g. source = { name = \"madry-cnn\", "
                        "train = { seed = 2 } }")
-    model = _model(registry, source, "source", at.at("source"), base_dir)
+    model = parse_model(registry, source, "source", at.at("source"), base_dir)
     params["source"] = model_spec_dict(model, with_id=False)
     table = params.get("source_attack")
     if not isinstance(table, dict):
@@ -281,7 +147,7 @@ def _transfer_plugin(registry, plugin, at, base_dir):
         raise at.at("source_attack").error(
             f"the source attack runs under the entry's own threat model: leave out "
             f"{', '.join(sorted(set(table) & set(ATTACK_RESERVED)))}")
-    _plugin(registry, "attacks", table, at.at("source_attack"))
+    plugin_entry(registry, "attacks", table, at.at("source_attack"))
     return PluginSpec(plugin.name, params)
 
 
@@ -342,40 +208,3 @@ def _targeting(table, at):
         if not ok:
             raise at.error(f"target must be a class index or one of {', '.join(TARGET_MODES)}")
     return targeted, target
-
-
-def spec_to_dict(spec):
-    """Plain data for a :class:`RunSpec`, in the shape of the TOML file."""
-    data = {"title": spec.title} if spec.title else {}
-    data["dataset"] = {"name": spec.dataset.name, **spec.dataset.params}
-    data["models"] = [model_spec_dict(m) for m in spec.models]
-    data["attacks"] = [attack_spec_dict(a) for a in spec.attacks]
-    data["protocol"] = {"name": spec.protocol.name, **spec.protocol.params}
-    return data
-
-
-def model_spec_dict(model, with_id=True):
-    """A model entry as the TOML table that describes it."""
-    entry = {"id": model.id} if with_id else {}
-    entry.update({"name": model.plugin.name, **model.plugin.params})
-    if model.train:
-        entry["train"] = dict(model.train)
-    if model.checkpoint:
-        entry["checkpoint"] = model.checkpoint
-    if model.defenses:
-        entry["defenses"] = [{"name": d.name, **d.params} for d in model.defenses]
-    if not model.adaptive:
-        entry["adaptive"] = False
-    return entry
-
-
-def attack_spec_dict(attack):
-    """An attack entry as the TOML table that describes it."""
-    entry = {"id": attack.id, "name": attack.plugin.name, "norm": attack.norm,
-             **attack.plugin.params}
-    if attack.eps != (None,):
-        entry["eps"] = list(attack.eps)
-    entry["targeted"] = attack.targeted
-    if attack.targeted:
-        entry["target"] = attack.target
-    return entry

@@ -5,6 +5,8 @@ import attrs
 import torch
 from advx.runner import success_rate
 
+from .sanity import sanity_flags
+
 
 @attrs.frozen(kw_only=True)
 class RobustAccuracy(advx.Protocol):
@@ -12,7 +14,8 @@ class RobustAccuracy(advx.Protocol):
 
     A sample counts as robust under an attack when the model classifies both the clean input and
     the adversarial correctly; the worst case at an eps counts a sample as robust only if it
-    survives every attack of the run with that norm and eps.
+    survives every attack of the run with that norm and eps.  Sanity checks for gradient
+    masking (:mod:`advx.plugins.sanity`) run over the results and are printed with the report.
     """
 
     name = "robust-accuracy"
@@ -34,7 +37,8 @@ class RobustAccuracy(advx.Protocol):
             worst += [{"model": model.id, "norm": norm, "eps": eps,
                        "robust_accuracy": float(mask.float().mean()), "attacks": ids}
                       for (norm, eps), (mask, ids) in survivors.items()]
-        return {"clean_accuracy": clean, "results": results, "worst_case": worst}
+        return {"clean_accuracy": clean, "results": results, "worst_case": worst,
+                "sanity": sanity_flags(session, results)}
 
 
 def _row(model, attack, eps, outcome, robust):

@@ -178,6 +178,19 @@ class AttackContract:
         for field in ("success", "distance", "pred", "queries"):
             assert getattr(result, field).shape == (len(x),), field
 
+    def test_creates_tensors_on_the_input_device(self, setting):
+        """Every tensor the attack creates lives on x's device: run with "meta" as torch's
+        default device, a tensor made without ``device=`` lands there and mixing it with the
+        batch raises.  (The CPU stand-in for running the attack on CUDA.)"""
+        norm, targeted = setting
+        model = build_network("conv", 3).to(self.device)
+        x, y, targets = (t.to(self.device) for t in random_batch(channels=3))
+        threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
+        attack = self.make_attack()
+        with torch.device("meta"):
+            result = attack(model, x, y, threat, targets=targets if targeted else None, seed=0)
+        assert result.x_adv.device == x.device
+
     # One test function serves every subclass (one per attack): differing executors by design.
     @settings(max_examples=10, deadline=None,
               suppress_health_check=[HealthCheck.differing_executors])

@@ -105,6 +105,7 @@ class JSMA(advx.MinimizationAttack):
     norms = frozenset({"l0"})
     access = "gradient"
     supports_targeted = True
+    revision = 2  # gradients weighted by the headroom of each pixel
 
     theta: float = attrs.field(
         default=1.0, converter=float, validator=[attrs.validators.gt(0), attrs.validators.le(1)],

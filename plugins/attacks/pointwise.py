@@ -37,6 +37,7 @@ class Pointwise(advx.MinimizationAttack):
     norms = frozenset({"l0"})
     access = "decision"
     supports_targeted = True
+    revision = 2  # its salt-and-pepper start changed
 
     queries: int | None = budget_field(
         None, "most model evaluations per sample (None: until no pixel can be reset)",

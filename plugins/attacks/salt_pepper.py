@@ -36,6 +36,7 @@ class SaltAndPepper(advx.MinimizationAttack):
     norms = frozenset({"l0"})
     access = "decision"
     supports_targeted = False
+    revision = 2  # one refining search, far moves only
 
     steps: int = count_field(1000, "noise draws per sample (its queries after the clean check)")
 

@@ -1,0 +1,113 @@
+"""Sanity checks for gradient masking: each flag on results that show its symptom, none on
+results that do not, and the flags in a real run's report."""
+
+import json
+import types
+
+import advx
+import pytest
+import torch
+from advx.plugins.sanity import sanity_flags
+from advx.spec import AttackSpec, PluginSpec
+from click.testing import CliRunner
+
+
+def _session(*attacks):
+    specs = [AttackSpec(ident, PluginSpec(name, params), norm, (None,))
+             for ident, name, params, norm in attacks]
+    return types.SimpleNamespace(registry=advx.get_registry(), bounds=(0.0, 1.0),
+                                 x=torch.zeros(2, 1, 28, 28),
+                                 spec=types.SimpleNamespace(attacks=specs))
+
+
+def _row(attack, robust, eps, norm="linf", model="m"):
+    return {"model": model, "attack": attack, "norm": norm, "eps": eps, "targeted": False,
+            "robust_accuracy": robust}
+
+
+def _checks(flags):
+    return sorted(f["check"] for f in flags)
+
+
+def test_no_flag_on_consistent_results():
+    session = _session(("pgd", "pgd", {}, "linf"), ("square", "square", {}, "linf"))
+    results = [_row("pgd", 0.40, 0.1), _row("pgd", 0.10, 0.3),
+               _row("square", 0.405, 0.1), _row("square", 0.30, 0.3)]
+    assert sanity_flags(session, results) == []
+
+
+def test_gradient_attack_weaker_than_black_box():
+    session = _session(("pgd", "pgd", {}, "linf"), ("square", "square", {}, "linf"))
+    flags = sanity_flags(session, [_row("pgd", 0.60, 0.3), _row("square", 0.20, 0.3)])
+    assert _checks(flags) == ["gradient-weaker-than-black-box"]
+    assert flags[0]["attacks"] == ["pgd", "square"] and "60.0%" in flags[0]["detail"]
+
+
+def test_robust_accuracy_rising_with_eps():
+    session = _session(("fgsm", "fgsm", {}, "linf"))
+    flags = sanity_flags(session, [_row("fgsm", 0.3, 0.1), _row("fgsm", 0.5, 0.3)])
+    assert _checks(flags) == ["robust-accuracy-rises-with-eps"] and flags[0]["eps"] == 0.3
+
+
+@pytest.mark.parametrize("norm, eps, flagged", [("l2", None, True), ("linf", 1.0, True),
+                                                ("linf", 0.3, False), ("l0", 784, True)])
+def test_unbounded_attacks_must_reach_zero(norm, eps, flagged):
+    name = {"l2": "deepfool", "linf": "pgd", "l0": "pointwise"}[norm]
+    session = _session((name, name, {}, norm))
+    flags = sanity_flags(session, [_row(name, 0.2, eps, norm)])
+    assert _checks(flags) == (["unbounded-attack-short-of-zero"] if flagged else [])
+    assert sanity_flags(session, [_row(name, 0.005, eps, norm)]) == []
+
+
+def test_more_steps_or_restarts_much_stronger():
+    session = _session(("pgd-40", "pgd", {"steps": 40, "step_size": 0.01}, "linf"),
+                       ("pgd-100x5", "pgd", {"steps": 100, "step_size": 0.01, "restarts": 5},
+                        "linf"),
+                       ("pgd-l1", "pgd", {"steps": 100, "random_start": False}, "linf"))
+    flags = sanity_flags(session, [_row("pgd-40", 0.50, 0.3), _row("pgd-100x5", 0.40, 0.3)])
+    assert _checks(flags) == ["more-budget-much-stronger"]
+    assert flags[0]["attacks"] == ["pgd-40", "pgd-100x5"]
+    assert sanity_flags(session, [_row("pgd-40", 0.50, 0.3), _row("pgd-100x5", 0.48, 0.3)]) == []
+
+
+def test_a_non_adaptive_binarized_model_is_flagged_in_the_report(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text("""
+[dataset]
+name = "synthetic"
+n_train = 256
+n_test = 64
+
+[[models]]
+id = "binarized"
+name = "blog-cnn"
+train = { epochs = 2, batch_size = 64 }
+defenses = [{ name = "binarize" }]
+adaptive = false
+
+[[attacks]]
+name = "pgd"
+norm = "linf"
+eps = 0.5
+steps = 5
+
+[[attacks]]
+name = "uniform-noise"
+norm = "linf"
+eps = 0.5
+repeats = 20
+
+[protocol]
+name = "robust-accuracy"
+batch_size = 64
+""")
+    from advx.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(spec), "--out", str(out), "--cache",
+                                      str(tmp_path / "cache"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert "gradient-weaker-than-black-box" in _checks(report["sanity"])
+    assert "## Sanity checks (gradient masking)" in (out / "report.md").read_text()
+    assert "gradient-weaker-than-black-box" in result.output

@@ -40,6 +40,9 @@ def list_command(kind, as_json):
             for e in rows:
                 click.echo(f"  {e['name']:<20} {e['summary']}  [{e['plugin']}]")
                 click.echo(f"  {'':<20} params: {_format_params(e['params'])}")
+                if e.get("defense_kind"):
+                    presets = ", ".join(e["presets"]) or "none"
+                    click.echo(f"  {'':<20} {e['defense_kind']} defense; presets: {presets}")
             if not rows:
                 click.echo("  (none installed)")
     warn_failures(registry)

@@ -41,8 +41,12 @@ class Entry:
 
     def describe(self):
         """A JSON-ready description: name, kind, plugin, summary, params."""
-        return {"name": self.name, "kind": self.kind, "plugin": self.distribution,
-                "summary": summary(self.cls), "params": describe_params(self.cls)}
+        described = {"name": self.name, "kind": self.kind, "plugin": self.distribution,
+                     "summary": summary(self.cls), "params": describe_params(self.cls)}
+        if self.kind == "defense":  # preprocessor or training, and the named presets
+            described["defense_kind"] = self.cls.kind
+            described["presets"] = dict(getattr(self.cls, "presets", {}))
+        return described
 
 
 class Registrar:

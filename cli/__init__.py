@@ -53,8 +53,8 @@ def main():
     cli(prog_name="advx")
 
 
-from . import cache_cmd, listing, plugins_cmd, run, train_cmd  # noqa: E402  (the commands attach themselves to cli)
+from . import cache_cmd, listing, plugins_cmd, report_cmd, run, train_cmd  # noqa: E402  (the commands attach themselves to cli)
 
 advx.get_registry().loaded.pm.hook.advx_register_commands(cli=cli)
 
-__all__ = ["cli", "main", "cache_cmd", "listing", "plugins_cmd", "run", "train_cmd"]
+__all__ = ["cli", "main", "cache_cmd", "listing", "plugins_cmd", "report_cmd", "run", "train_cmd"]

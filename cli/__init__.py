@@ -43,6 +43,7 @@ def cli(debug):
     advx run                      the built-in quickstart (MNIST sample, blog-cnn, FGSM + PGD)
     advx run spec.toml --out DIR  evaluate what a run spec describes
     advx train spec.toml          train and cache the spec's models (defenses included)
+    advx report DIR               rebuild a run's report.md and report.html
     advx list attacks             every attack the installed plugins registered
     advx cache ls                 adversarial example sets already computed
     """

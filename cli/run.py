@@ -55,5 +55,5 @@ def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress):
     show = sys.stderr.isatty() if progress is None else progress
     report = execute(spec, registry, out_dir, device=device, cache=cache_dir, progress=show)
     click.echo(markdown(report))
-    click.echo(f"Wrote {out_dir / 'report.json'}, {out_dir / 'report.md'} and "
-               f"{out_dir / 'spec.toml'}.")
+    click.echo(f"Wrote {out_dir / 'report.json'}, {out_dir / 'report.md'}, "
+               f"{out_dir / 'report.html'} and {out_dir / 'spec.toml'}.")

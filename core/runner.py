@@ -144,12 +144,8 @@ class Session:
         source = None
         if isinstance(attack, TransferAttack):
             source = self.adversarial_set(*transfer_source(attack_spec, attack), eps).stored
-        identity = set_identity(
-            model_name=model_spec.plugin.name, weights_sha256=self.weights_digest(model_spec),
-            dataset_identity=self.dataset.identity(), n=self.n, attack=attack, threat=threat,
-            target=attack_spec.target, seed=self.protocol.seed,
-            batch_size=self.protocol.batch_size, source_key=source and source.key,
-            defenses=defense_stack.identity(self.registry, model_spec))
+        identity = self.set_identity(model_spec, attack_spec, attack, threat,
+                                     source_key=source and source.key)
         base = identity_digest(identity)
         if source is not None:
             targets = torch.from_numpy(source.arrays["targets"])
@@ -166,11 +162,7 @@ class Session:
             return result_arrays(runner(model, x, y, threat, targets=t,
                                         seed=unit_seed(base, start)))
 
-        fragment = {"model": model_spec_dict(model_spec), "attack": attack_spec_dict(attack_spec),
-                    "dataset": self.spec.to_dict()["dataset"],
-                    "protocol": {"name": self.spec.protocol.name,
-                                 "seed": self.protocol.seed,
-                                 "batch_size": self.protocol.batch_size}}
+        fragment = self.spec_fragment(model_spec, attack_spec)
         label = f"{attack_spec.id} {threat} on {model_spec.id}"
         started = time.perf_counter()  # the attack phase: not training, not a source's set
         with progress_bar(label, self.n, enabled=self.progress) as advance:
@@ -183,6 +175,23 @@ class Session:
                 compute_batch=compute_batch, advance=advance)
         self.set_seconds += time.perf_counter() - started
         return obtained
+
+    def set_identity(self, model_spec, attack_spec, attack, threat, source_key=None):
+        """The identity of ``attack`` (built from ``attack_spec``) under ``threat`` on the
+        model: what names its adversarial set (:func:`advx.units.set_identity`)."""
+        return set_identity(
+            model_name=model_spec.plugin.name, weights_sha256=self.weights_digest(model_spec),
+            dataset_identity=self.dataset.identity(), n=self.n, attack=attack, threat=threat,
+            target=attack_spec.target, seed=self.protocol.seed,
+            batch_size=self.protocol.batch_size, source_key=source_key,
+            defenses=defense_stack.identity(self.registry, model_spec))
+
+    def spec_fragment(self, model_spec, attack_spec):
+        """The spec entries a set's provenance records."""
+        return {"model": model_spec_dict(model_spec), "attack": attack_spec_dict(attack_spec),
+                "dataset": self.spec.to_dict()["dataset"],
+                "protocol": {"name": self.spec.protocol.name, "seed": self.protocol.seed,
+                             "batch_size": self.protocol.batch_size}}
 
     def _outcome(self, model_spec, attack_spec, obtained):
         arrays = obtained.stored.arrays

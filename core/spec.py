@@ -10,8 +10,8 @@
     [[attacks]]
     name = "pgd"
     norm = "linf"              # the threat model: norm, eps (a number or a list), targeted
-    eps = [0.1, 0.3]
-    steps = 40
+    eps = [0.1, 0.3]           # or a linear range, ends included:
+    steps = 40                 # eps = { from = 0.01, to = 0.3, count = 30 }
 
     [protocol]
     name = "robust-accuracy"
@@ -169,20 +169,46 @@ def _eps_list(value, norm, attack, at):
         if attack.kind == "fixed-eps":
             raise at.error(f"attack {attack.name!r} needs eps (a number or a list of numbers)")
         return (None,)
+    if isinstance(value, dict):
+        value = _eps_range(value, at)
     values = value if isinstance(value, list) else [value]
     if not values:
         raise at.error("eps must not be an empty list")
     out = []
     for v in values:
-        try:
-            eps = float(Fraction(v)) if isinstance(v, str) else v
-            if isinstance(eps, bool) or not isinstance(eps, int | float):
-                raise ValueError
-        except (ValueError, ZeroDivisionError):
-            raise at.error(f"eps must be numbers like 0.3 or \"8/255\", got {v!r}") from None
-        _check_eps_range(float(eps), norm, at)
-        out.append(float(eps))
+        eps = _eps_number(v, at)
+        _check_eps_range(eps, norm, at)
+        out.append(eps)
     return tuple(out)
+
+
+def _eps_range(table, at):
+    """The eps values of ``{ from = A, to = B, count = N }``: N evenly spaced, A and B included
+    (each rounded to 12 significant digits, so 0.01 steps print as such)."""
+    unknown = sorted(set(table) - {"from", "to", "count"})
+    missing = [k for k in ("from", "to", "count") if k not in table]
+    if unknown or missing:
+        raise at.error("an eps range is { from = 0.01, to = 0.3, count = 30 }; "
+                       + (f"unknown key {', '.join(map(repr, unknown))}" if unknown
+                          else f"it lacks {', '.join(missing)}"))
+    count = table["count"]
+    if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= 1000:
+        raise at.error(f"eps range count must be a whole number from 2 to 1000, got {count!r}")
+    low, high = (_eps_number(table[k], at) for k in ("from", "to"))
+    if not low < high:
+        raise at.error(f"eps range needs from < to, got from = {low:g}, to = {high:g}")
+    step = (high - low) / (count - 1)
+    return [float(f"{low + i * step:.12g}") for i in range(count - 1)] + [high]
+
+
+def _eps_number(v, at):
+    try:
+        eps = float(Fraction(v)) if isinstance(v, str) else v
+        if isinstance(eps, bool) or not isinstance(eps, int | float):
+            raise ValueError
+    except (ValueError, ZeroDivisionError):
+        raise at.error(f"eps must be numbers like 0.3 or \"8/255\", got {v!r}") from None
+    return float(eps)
 
 
 def _check_eps_range(eps, norm, at):

@@ -3,6 +3,7 @@
 import advx
 import attrs
 import torch
+from advx import curves
 from advx.runner import success_rate
 
 from .sanity import sanity_flags
@@ -117,8 +118,52 @@ def _median(values):
     return None if median == float("inf") else median
 
 
+@attrs.frozen(kw_only=True)
+class Curve(RobustAccuracy):
+    """Robust accuracy against eps over each attack's eps grid, with the per-sample worst case.
+
+    Each attack entry's eps list (or range table) is its grid.  Without one attack per eps
+    (:mod:`advx.curves`): a minimisation attack runs once, unbounded, and a sample is robust at
+    an eps unless its minimal adversarial lies within it; a fixed-eps attack is probed per
+    sample by bisection over the grid, which *assumes monotonicity*: a sample fooled at an eps
+    is fooled at every larger one (about log2(K + 1) attack calls per sample for K eps, each
+    sweep cached like an adversarial set); a transfer attack is read at every eps.  A
+    minimisation entry without eps uses the eps of the run's other attacks of its norm.  The
+    worst case per model and norm counts a sample as robust at an eps only if it survives
+    every attack of that norm whose grid holds that eps.  ``results`` has a row per outcome
+    computed on the way (minimisation attacks at eps None, transfer attacks per eps), not one
+    per fixed-eps attack and eps.
+    """
+
+    name = "curve"
+
+    def evaluate(self, session):
+        spec = session.spec
+        clean, results, entries = {}, [], []
+        for model in spec.models:
+            correct = session.clean_correct(model)
+            clean[model.id] = float(correct.float().mean())
+            measured = []
+            for attack in spec.attacks:
+                grid = curves.grid_of(attack, spec.attacks)
+                if not grid:  # a minimisation attack alone in its norm, without eps
+                    outcome = session.outcome(model, attack, None)
+                    results.append(_row(model, attack, None, outcome,
+                                        session.robust_correct(model, outcome)))
+                    continue
+                curve = curves.measure(session, model, attack, grid)
+                results += [_row(model, attack, eps, o, session.robust_correct(model, o))
+                            for eps, o in curve.outcomes]
+                measured.append(curve)
+            entries += [c.entry(model.id) for c in measured]
+            entries += curves.worst_cases(model.id, measured, correct)
+        return {"clean_accuracy": clean, "curves": entries, "results": results,
+                "sanity": sanity_flags(session, results)}
+
+
 @advx.hookimpl
 def advx_register_protocols(register):
     register(RobustAccuracy)
     register(MinimalPerturbation)
+    register(Curve)
 

@@ -2,8 +2,10 @@
 
 One run starts at a given point and takes ``steps`` projected ascent steps.  Per sample it keeps
 the first iterate the model misclassifies (read from the logits already computed for the
-gradient, so no extra forward pass per step) and otherwise returns the final iterate.  When runs
-are compared (PGD's restarts), one forward pass at the end checks and scores the final iterate.
+gradient, so no extra forward pass per step) and otherwise returns the final iterate.  Every
+:data:`SHRINK_EVERY` steps the samples already fooled leave the batch, so a sample that falls
+early costs only the passes until then.  When runs are compared (PGD's restarts), one forward
+pass at the end checks and scores the final iterate.
 """
 
 from typing import NamedTuple
@@ -21,6 +23,10 @@ from ._gradients import (
     projection_onto,
 )
 
+# Steps between two checks for finished samples: each check is one host sync (a nonzero()),
+# and the fooled samples found leave the batch.
+SHRINK_EVERY = 5
+
 
 class Run(NamedTuple):
     """What one run returns per sample: the example, whether it fools the model, its objective.
@@ -32,6 +38,7 @@ class Run(NamedTuple):
     x_adv: torch.Tensor
     fooled: torch.Tensor
     score: torch.Tensor
+    passes: torch.Tensor | None = None  # int64 gradient passes per sample (None: ``steps``)
 
 
 def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check_final=False):
@@ -39,42 +46,95 @@ def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check
 
     A sample the model misclassifies is frozen: its step size drops to zero, so it stays at its
     first fooling iterate (clamping a point already inside the linf box returns it unchanged;
-    other norms restore it explicitly).  Without ``check_final`` no pass follows the last step:
-    ``fooled`` then covers the iterates before it and ``score`` is None.
+    other norms restore it explicitly).  Every :data:`SHRINK_EVERY` steps one host sync finds
+    the frozen samples and drops them from the batch (no copy while none is frozen); samples
+    are independent, so the result is the same as stepping the whole batch to the end.
+    ``passes`` counts each sample's gradient passes: ``steps``, or the step at which it left.
+    Without ``check_final`` no pass follows the last step: ``fooled`` then covers the iterates
+    before it and ``score`` is None.
     """
-    project = projection_onto(threat, x)
-    x_adv = start
-    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for _ in range(steps):
-        grad, logits = objective_gradient(model, x_adv, labels, targeted)
-        done = done | fooled(logits, labels, targeted)
-        rates = per_sample((~done).to(x_adv.dtype) * step_size, x_adv)
-        stepped = project(torch.addcmul(x_adv, rates, ascent_direction(threat.norm, grad)))
-        x_adv = stepped if threat.norm == "linf" else per_sample_where(done, x_adv, stepped)
+    active = _Active(x, labels, start, steps, threat)
+    for step in range(steps):
+        if step and step % SHRINK_EVERY == 0 and not active.shrink(step):
+            break
+        grad, logits = objective_gradient(model, active.x_adv, active.labels, targeted)
+        active.done = active.done | fooled(logits, active.labels, targeted)
+        rates = per_sample((~active.done).to(start.dtype) * step_size, active.x_adv)
+        stepped = active.project(torch.addcmul(active.x_adv, rates,
+                                               ascent_direction(threat.norm, grad)))
+        active.x_adv = (stepped if threat.norm == "linf"
+                        else per_sample_where(active.done, active.x_adv, stepped))
+    x_adv, done = active.whole()
     if not check_final:
-        return Run(x_adv, done, None)
+        return Run(x_adv, done, None, active.passes)
     with torch.no_grad():
         logits = model(x_adv)
-    return Run(x_adv, done | fooled(logits, labels, targeted), objective(logits, labels, targeted))
+    return Run(x_adv, done | fooled(logits, labels, targeted),
+               objective(logits, labels, targeted), active.passes)
+
+
+class _Active:
+    """The samples of :func:`ascend` still stepping, and the finished ones set aside."""
+
+    def __init__(self, x, labels, start, steps, threat):
+        self.x, self.labels, self.x_adv, self.threat = x, labels, start, threat
+        self.done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.passes = torch.full((len(x),), steps, dtype=torch.int64, device=x.device)
+        self.project = projection_onto(threat, x)
+        self.index = None  # rows of the whole batch still stepping; None: all of them
+        self.out_x = self.out_done = None  # the whole batch, once a sample has left
+
+    def shrink(self, step):
+        """Set the fooled samples aside (they took ``step`` passes); False if none is left."""
+        keep = (~self.done).nonzero().squeeze(1)  # the one host sync of these steps
+        if len(keep) == len(self.done):
+            return True
+        if self.out_x is None:  # the first to leave: the batch is still the whole one
+            self.out_x, self.out_done = self.x_adv, self.done  # stepped tensors, ours alone
+            self.index = torch.arange(len(self.done), device=self.done.device)
+        else:
+            self.out_x[self.index[self.done]] = self.x_adv[self.done]
+            self.out_done[self.index[self.done]] = True
+        self.passes[self.index[self.done]] = step
+        self.index, self.x, self.labels = self.index[keep], self.x[keep], self.labels[keep]
+        self.x_adv, self.done = self.x_adv[keep], self.done[keep]
+        self.project = projection_onto(self.threat, self.x)
+        return len(keep) > 0
+
+    def whole(self):
+        """``(x_adv, done)`` of the whole batch."""
+        if self.out_x is None:
+            return self.x_adv, self.done
+        self.out_x[self.index] = self.x_adv
+        self.out_done[self.index] = self.done
+        return self.out_x, self.out_done
 
 
 def with_restarts(one_run, x, labels, *, steps, restarts):
     """``(x_adv, queries)`` of ``one_run(x, labels)`` followed by ``restarts - 1`` further runs
     on the samples no run has fooled yet, keeping per sample the strongest result (:func:`merge`).
 
-    Each run costs ``steps`` passes per sample it attacks, plus one comparison pass when there
-    are restarts; one host sync per restart (never per step) selects the samples left.
+    Each run costs up to ``steps`` passes per sample it attacks (the run's ``passes`` where it
+    counts them), plus one comparison pass when there are restarts; one host sync per restart
+    (never per step) selects the samples left.
     """
-    queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
     best = one_run(x, labels)
-    queries += steps + (restarts > 1)
+    queries = _passes(best, steps) + (restarts > 1)
     for _ in range(restarts - 1):
         index = (~best.fooled).nonzero().squeeze(1)
         if index.numel() == 0:
             break
-        queries[index] += steps + 1
-        best = merge(best, one_run(x[index], labels[index]), index)
+        run = one_run(x[index], labels[index])
+        queries[index] += _passes(run, steps) + 1
+        best = merge(best, run, index)
     return best.x_adv, queries
+
+
+def _passes(run, steps):
+    """The run's gradient passes per sample (``steps`` each when it does not count them)."""
+    if run.passes is not None:
+        return run.passes.clone()
+    return torch.full((len(run.x_adv),), steps, dtype=torch.int64, device=run.x_adv.device)
 
 
 def merge(best, run, index):

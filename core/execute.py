@@ -2,10 +2,12 @@
 
 import datetime
 import time
+from pathlib import Path
 
 import attrs
 import torch
 
+from . import picture_run
 from ._version import __version__
 from .report import write_report
 from .runner import Session
@@ -33,6 +35,7 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=True
     hook = registry.loaded.pm.hook.advx_unit_finished
     session.observers.append(lambda unit, result: hook(unit=unit, result=result))
     measured = protocol.evaluate(session)
+    drawn, skipped = picture_run.render(session, measured, Path(out_dir), spec.pictures)
     report = {
         "advx_version": __version__,
         "torch_version": torch.__version__,
@@ -45,6 +48,8 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=True
         "protocol": spec.protocol.name,
         "models": [_model_entry(session, m, measured) for m in spec.models],
         **measured,
+        "pictures": drawn,
+        "skipped_pictures": skipped,
     }
     report["seconds"] = round(time.perf_counter() - started, 2)
     # wall time of the attack phase: computing, resuming or reading every adversarial set

@@ -28,6 +28,7 @@ import attrs
 
 from .attack import TransferAttack
 from .errors import UsageError
+from .picture_run import parse_pictures
 from .specdict import model_spec_dict
 from .specmodels import MODEL_RESERVED, parse_model, parse_models
 from .specparts import (  # noqa: F401  (re-exported: the spec's pieces live in specparts)
@@ -46,7 +47,8 @@ from .specparts import (  # noqa: F401  (re-exported: the spec's pieces live in 
 from .threat import NORMS
 
 ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target")
-TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
+TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol",
+                  "pictures")
 DEFAULT_PROTOCOL = "robust-accuracy"
 
 
@@ -58,6 +60,7 @@ class RunSpec:
     protocol: PluginSpec
     title: str = ""
     source: str = "<spec>"
+    pictures: object = None  # a picture_run.PicturesSpec, or None for the defaults
 
     def to_dict(self):
         """The resolved spec as plain data (what `advx run` writes beside the report)."""
@@ -100,7 +103,8 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
     title = data.get("title", "")
     if not isinstance(title, str):
         raise SpecError(f"{source}: title must be a string")
-    return RunSpec(dataset, models, attacks, protocol, title, source)
+    pictures = parse_pictures(data.get("pictures"), models, attacks, where)
+    return RunSpec(dataset, models, attacks, protocol, title, source, pictures)
 
 
 def _attacks(registry, value, where, base_dir):

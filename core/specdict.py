@@ -8,6 +8,8 @@ def spec_to_dict(spec):
     data["models"] = [model_spec_dict(m) for m in spec.models]
     data["attacks"] = [attack_spec_dict(a) for a in spec.attacks]
     data["protocol"] = {"name": spec.protocol.name, **spec.protocol.params}
+    if spec.pictures is not None:
+        data["pictures"] = spec.pictures.to_dict()
     return data
 
 

@@ -1,0 +1,194 @@
+"""The pictures of a run: which ones a spec asks for, and drawing them into the run folder.
+
+A spec's optional ``[pictures]`` table::
+
+    [pictures]
+    kinds = ["curves", "grid", "representation", "activations"]   # the default: all four
+    samples = 10          # the first N samples the attack was scored on (or: indices = [...])
+    models = ["blog-cnn"] # model ids (default: every model)
+    attacks = ["jsma"]    # attack ids whose adversarials are drawn (default: every attack)
+
+Without the table a run draws the curves only.  Curves come from the protocol's ``curves`` if
+it has them, else from the robust-accuracy rows of attacks run at two or more eps (and the
+worst case).  The other pictures use each attack's
+largest eps (its adversarial set, from the cache): a grid of clean / perturbation /
+adversarial, the model's penultimate features in PCA and tSNE with the chosen samples and their
+adversarials joined by arrows, and the per-layer activation differences.  A picture that cannot
+be drawn (matplotlib or scikit-learn missing) is listed with the reason instead.
+"""
+
+import attrs
+import torch
+
+from . import pictures as draw
+from .specparts import SpecError
+
+KINDS = ("curves", "grid", "representation", "activations")
+FEATURE_SAMPLES = 1000  # clean test inputs in the representation pictures
+ACTIVATION_ROWS = 6
+
+
+@attrs.frozen
+class PicturesSpec:
+    kinds: tuple = KINDS
+    samples: int = 10
+    indices: tuple | None = None
+    models: tuple | None = None
+    attacks: tuple | None = None
+
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in attrs.asdict(self).items() if v is not None}
+
+
+def parse_pictures(value, models, attacks, where):
+    """The :class:`PicturesSpec` of a spec's ``[pictures]`` table (None when absent)."""
+    if value is None:
+        return None
+    at = where.at("pictures")
+    if not isinstance(value, dict):
+        raise at.error("must be a table, e.g. [pictures] with kinds = [\"grid\"]")
+    unknown = sorted(set(value) - {f.name for f in attrs.fields(PicturesSpec)})
+    if unknown:
+        raise at.error(f"unknown key {', '.join(unknown)}; allowed: "
+                       f"{', '.join(f.name for f in attrs.fields(PicturesSpec))}")
+    kinds = _names(value.get("kinds", list(KINDS)), KINDS, at.at("kinds"))
+    chosen = {key: _names(value[key], [e.id for e in entries], at.at(key))
+              for key, entries in (("models", models), ("attacks", attacks)) if key in value}
+    samples = value.get("samples", 10)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 20:
+        raise at.at("samples").error(f"must be a whole number from 1 to 20, got {samples!r}")
+    indices = value.get("indices")
+    if indices is not None and (not isinstance(indices, list) or not indices or len(indices) > 20
+                                or not all(isinstance(i, int) and i >= 0 for i in indices)):
+        raise at.at("indices").error("must be a list of 1 to 20 test-sample indices >= 0")
+    return PicturesSpec(kinds, samples, tuple(indices) if indices else None, **chosen)
+
+
+def _names(value, allowed, at):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise at.error("must be a list of names")
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise at.error(f"unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+    return tuple(value)
+
+
+def render(session, measured, out_dir, spec):
+    """Draw the pictures ``spec`` asks for (without a ``[pictures]`` table: the curves only);
+    ``(pictures, skipped)`` for report.json."""
+    spec = spec or PicturesSpec(kinds=("curves",))
+    done, skipped = [], []
+
+    def attempt(kind, name, title, function, *args, **extra):
+        try:
+            function(*args, out_dir / "pictures" / f"{name}.png")
+        except draw.PicturesUnavailable as exc:
+            if not any(s["reason"] == exc.reason and s["kind"] == kind for s in skipped):
+                skipped.append({"kind": kind, "reason": exc.reason})
+            return
+        done.append({"kind": kind, "path": f"pictures/{name}.png", "title": title, **extra})
+
+    if "curves" in spec.kinds and (curves := curves_of(measured)):
+        attempt("curves", "curves", "Robust accuracy against eps",
+                lambda path: draw.plot_curves(curves, path))
+    for model in _chosen(session.spec.models, spec.models):
+        for attack in _chosen(session.spec.attacks, spec.attacks):
+            _adversarial_pictures(session, model, attack, spec, attempt)
+    return done, skipped
+
+
+def _chosen(entries, ids):
+    return [e for e in entries if ids is None or e.id in ids]
+
+
+def curves_of(measured):
+    """The protocol's curves, else curves from rows of attacks run at two or more eps."""
+    if measured.get("curves"):
+        return measured["curves"]
+    series = {}
+    for row in measured.get("results", []):
+        if row["eps"] is not None:
+            key = (row["model"], row["attack"], row["norm"])
+            series.setdefault(key, []).append((row["eps"], row["robust_accuracy"]))
+    for row in measured.get("worst_case", []):
+        if row["eps"] is not None and len(row["attacks"]) > 1:
+            key = (row["model"], "worst case", row["norm"])
+            series.setdefault(key, []).append((row["eps"], row["robust_accuracy"]))
+    return [{"model": m, "attack": a, "norm": n, "eps": [e for e, _ in sorted(points)],
+             "robust_accuracy": [r for _, r in sorted(points)]}
+            for (m, a, n), points in series.items() if len(points) > 1]
+
+
+def _adversarial_pictures(session, model_spec, attack_spec, spec, attempt):
+    eps = attack_spec.eps[-1] if attack_spec.eps != (None,) else None
+    outcome = session.outcome(model_spec, attack_spec, eps)
+    index = _samples(outcome, spec)
+    if not len(index):
+        return
+    arrays = session.adversarial_set(model_spec, attack_spec, eps).stored.arrays
+    module = session.model(model_spec)
+    x = session.x[index].to(session.device)
+    x_adv = torch.from_numpy(arrays["x_adv"][index.numpy()]).to(session.device)
+    with torch.no_grad():
+        probabilities = module(x_adv).softmax(1).cpu()
+    pred = probabilities.argmax(1)
+    targets = torch.from_numpy(arrays["targets"][index.numpy()]) if attack_spec.targeted else None
+    name = _slug(f"{model_spec.id}-{attack_spec.id}-{'min' if eps is None else eps}")
+    threat = f"{attack_spec.norm} {'min' if eps is None else f'{eps:g}'}" + (
+        f", target {attack_spec.target}" if attack_spec.targeted else "")
+    label = {"model": model_spec.id, "attack": attack_spec.id}
+    title = f"{attack_spec.id} ({threat}) on {model_spec.id}"
+    if "grid" in spec.kinds:
+        attempt("grid", f"grid-{name}", f"Adversarials: {title}", lambda path: draw.plot_grid(
+            x.cpu(), x_adv.cpu(), session.y[index], pred, probabilities.max(1).values, path,
+            targets=targets, bounds=session.bounds), **label)
+    if "representation" in spec.kinds:
+        features, labels, originals, adversarials = _features(session, module, x, x_adv)
+        for method in ("pca", "tsne"):
+            attempt("representation", f"{method}-{name}", f"{method.upper()} of the "
+                    f"penultimate features: {title}", lambda path, m=method: draw.
+                    plot_representation(features, labels, m, path, originals=originals,
+                                        adversarials=adversarials, adversarial_labels=pred),
+                    **label)
+    if "activations" in spec.kinds:
+        rows = slice(0, ACTIVATION_ROWS)
+        attempt("activations", f"activations-{name}", f"Activation differences: {title}",
+                lambda path: draw.plot_activation_differences(module, x[rows], x_adv[rows],
+                                                              path), **label)
+
+
+def _samples(outcome, spec):
+    """Indices (into the session's samples) of the samples to draw."""
+    if spec.indices is not None:
+        return torch.tensor([i for i in spec.indices if i < len(outcome.eligible)],
+                            dtype=torch.int64)
+    return outcome.eligible.nonzero().squeeze(1)[:spec.samples]
+
+
+def _features(session, module, x, x_adv):
+    """Penultimate features and labels of clean test inputs, and of the chosen pairs."""
+    clean = session.x[:FEATURE_SAMPLES].to(session.device)
+    features = penultimate(module, torch.cat([clean, x, x_adv]))
+    n, k = len(clean), len(x)
+    return (features[:n], session.y[:FEATURE_SAMPLES], features[n:n + k], features[n + k:])
+
+
+def penultimate(module, x):
+    """The input of the model's last linear layer (its penultimate features), (N, D)."""
+    linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    if not linear:
+        raise SpecError("representation pictures need a model ending in a linear layer")
+    seen = []
+    handle = linear[-1].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    try:
+        with torch.no_grad():
+            for chunk in x.split(500):
+                module(chunk)
+    finally:
+        handle.remove()
+    return torch.cat(seen).flatten(1).cpu()
+
+
+def _slug(text):
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)

@@ -10,7 +10,6 @@ on the same device. A transfer attack replays its source set, obtained the same 
 import time
 
 import attrs
-import numpy as np
 import torch
 
 from . import defense_stack, zoo
@@ -49,8 +48,8 @@ class Session:
         self.device, self.cache, self.progress = device, cache, progress
         self.dataset = registry.create("datasets", spec.dataset.name, **spec.dataset.params)
         x, y = self.dataset.load("test")
-        limit = protocol.limit or len(x)
-        self.x, self.y = x[:limit], y[:limit]
+        self.indices = _selection(y, protocol)  # test-set indices of the evaluated samples
+        self.x, self.y = x[self.indices], y[self.indices]
         self.bounds = tuple(self.dataset.info.bounds)
         self.model_sources = {}
         self.cache_root = cache_root(cache)
@@ -168,7 +167,7 @@ class Session:
         with progress_bar(label, self.n, enabled=self.progress) as advance:
             obtained = obtain_set(
                 self.cache_root, set_key(identity),
-                inputs={"y": self.y.numpy(), "indices": np.arange(self.n, dtype=np.int64),
+                inputs={"y": self.y.numpy(), "indices": self.indices.numpy(),
                         "targets": targets.numpy()},
                 layout=result_layout(self.x, threat), batch_size=self.protocol.batch_size,
                 provenance=provenance(identity, spec_fragment=fragment, device=self.device),
@@ -182,6 +181,7 @@ class Session:
         return set_identity(
             model_name=model_spec.plugin.name, weights_sha256=self.weights_digest(model_spec),
             dataset_identity=self.dataset.identity(), n=self.n, attack=attack, threat=threat,
+            selection=self.indices,
             target=attack_spec.target, seed=self.protocol.seed,
             batch_size=self.protocol.batch_size, source_key=source_key,
             defenses=defense_stack.identity(self.registry, model_spec))
@@ -225,6 +225,15 @@ class Session:
     def robust_correct(self, model_spec, outcome):
         """Per sample: correct on the clean input and on the adversarial one."""
         return self.clean_correct(model_spec) & (outcome.pred == self.y)
+
+
+def _selection(y, protocol):
+    """Indices of the test samples a protocol evaluates: those of its ``classes`` (all when
+    None), in dataset order, at most ``limit``."""
+    index = torch.arange(len(y))
+    if protocol.classes is not None:
+        index = index[torch.isin(y, torch.tensor(list(protocol.classes)))]
+    return index[:protocol.limit] if protocol.limit else index
 
 
 def success_rate(outcome):

@@ -33,13 +33,14 @@ def attack_params(attack):
 
 
 def set_identity(*, model_name, weights_sha256, dataset_identity, n, attack, threat, target,
-                 seed, batch_size, source_key=None, defenses=()):
+                 seed, batch_size, source_key=None, defenses=(), selection=None):
     """The identity of one adversarial set (JSON-ready); ``defenses`` is the model's defense
     stack as plain data (see :func:`advx.defense_stack.identity`)."""
     identity = {
         "model": {"plugin": model_name, "weights_sha256": weights_sha256},
         "defenses": list(defenses),
-        "dataset": {"identity": dataset_identity, "split": "test", "indices": [0, n]},
+        "dataset": {"identity": dataset_identity, "split": "test",
+                    "indices": _indices(selection, n)},
         "attack": {"plugin": attack.name, "params": attack_params(attack),
                    **({"revision": attack.revision} if attack.revision > 1 else {})},
         "threat": {"norm": threat.norm, "eps": threat.eps, "bounds": list(threat.bounds),
@@ -51,6 +52,13 @@ def set_identity(*, model_name, weights_sha256, dataset_identity, n, attack, thr
     if source_key is not None:
         identity["source_set"] = source_key
     return identity
+
+
+def _indices(selection, n):
+    """``[0, n]`` for the first n test samples (a range), else the list of indices."""
+    if selection is None or torch.equal(selection, torch.arange(n)):
+        return [0, n]
+    return selection.tolist()
 
 
 def provenance(identity, *, spec_fragment, device):

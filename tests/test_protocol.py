@@ -22,6 +22,9 @@ class FakeSession:
 
     def __init__(self, spec, y, clean, preds):
         self.spec, self.y, self._clean, self._preds = spec, y, clean, preds
+        # what the sanity checks read: the registry (attack access), bounds and input shape
+        self.registry, self.bounds = advx.get_registry(), (0.0, 1.0)
+        self.x = torch.zeros(len(y), 1, 28, 28)
 
     def clean_correct(self, model):
         return self._clean[model.id]

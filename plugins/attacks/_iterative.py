@@ -48,7 +48,9 @@ def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check
     first fooling iterate (clamping a point already inside the linf box returns it unchanged;
     other norms restore it explicitly).  Every :data:`SHRINK_EVERY` steps one host sync finds
     the frozen samples and drops them from the batch (no copy while none is frozen); samples
-    are independent, so the result is the same as stepping the whole batch to the end.
+    are independent, so the result is the same as stepping the whole batch to the end (linf:
+    bit for bit; l2: up to the float rounding of passes on small batches, as with chunking:
+    on CPU a pass on 1 to 3 samples rounds differently from one on more).
     ``passes`` counts each sample's gradient passes: ``steps``, or the step at which it left.
     Without ``check_final`` no pass follows the last step: ``fooled`` then covers the iterates
     before it and ``score`` is None.

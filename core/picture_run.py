@@ -167,11 +167,13 @@ def _samples(outcome, spec):
 
 
 def _features(session, module, x, x_adv):
-    """Penultimate features and labels of clean test inputs, and of the chosen pairs."""
-    clean = session.x[:FEATURE_SAMPLES].to(session.device)
+    """Penultimate features and labels of clean test inputs (the first of the whole test
+    split, every class, whatever samples the run evaluates), and of the chosen pairs."""
+    test_x, test_y = session.dataset.load("test")
+    clean = test_x[:FEATURE_SAMPLES].to(session.device)
     features = penultimate(module, torch.cat([clean, x, x_adv]))
     n, k = len(clean), len(x)
-    return (features[:n], session.y[:FEATURE_SAMPLES], features[n:n + k], features[n + k:])
+    return (features[:n], test_y[:FEATURE_SAMPLES], features[n:n + k], features[n + k:])
 
 
 def penultimate(module, x):

@@ -10,11 +10,11 @@ batch to batch and round to round so that no library always runs first.
 """
 
 import os
-import pathlib
 import statistics
 import time
 
 import attrs
+from _readme import update_section  # noqa: F401  (re-exported for the benches)
 from pgd_floor import time_floor
 
 
@@ -97,16 +97,3 @@ def load_average():
         return os.getloadavg()[0]
     except OSError:
         return 0.0
-
-
-def update_section(section, start, end, path):
-    """Replace the part of ``path`` between ``start`` and ``end`` (or append it)."""
-    path = pathlib.Path(path)
-    block = f"{start}\n{section}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)

@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import advx
+from _readme import update_section
 from advx.cli.run import quickstart_text
 from advx.spec import load_spec, parse_spec
 
@@ -125,17 +126,6 @@ def _spec_argument(spec):
     return "" if spec == "<quickstart>" else f" {spec}"
 
 
-def update_readme(section):
-    text = README.read_text()
-    block = f"{START}\n{section}\n{END}"
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
-
-
 def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="advx-bench-") as work:
@@ -143,7 +133,7 @@ def main(argv=None):
     section = render(measured)
     print(section)
     if not args.no_readme:
-        update_readme(section)
+        update_section(section, START, END, README)
     ok = (measured["warm_attack"] < 0.05 * measured["cold_attack"]
           and measured["cache_unchanged"] and measured["same_results"]
           and measured["warm_origins"] == ["cache"])

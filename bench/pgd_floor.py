@@ -30,6 +30,7 @@ import time
 import advx
 import attrs
 import torch
+from _readme import update_section
 
 README = pathlib.Path(__file__).with_name("README.md")
 # name -> (title, parameters, eps, steps)
@@ -170,15 +171,7 @@ def report(args, model, n, t):
 
 def update_readme(section, name, path=README):
     """Replace the attack's marked section of ``path`` (or append it) with ``section``."""
-    start, end = markers(name)
-    block = f"{start}\n{section}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    update_section(section, *markers(name), path)
 
 
 def main(argv=None):

@@ -4,7 +4,8 @@ A spec's optional ``[pictures]`` table::
 
     [pictures]
     kinds = ["curves", "grid", "representation", "activations"]   # the default: all four
-    samples = 10          # the first N samples the attack was scored on (or: indices = [...])
+    samples = 10          # the first N samples the attack was scored on (or: indices = [...],
+                          # positions among the run's evaluated samples)
     models = ["blog-cnn"] # model ids (default: every model)
     attacks = ["jsma"]    # attack ids whose adversarials are drawn (default: every attack)
 
@@ -61,7 +62,8 @@ def parse_pictures(value, models, attacks, where):
     indices = value.get("indices")
     if indices is not None and (not isinstance(indices, list) or not indices or len(indices) > 20
                                 or not all(isinstance(i, int) and i >= 0 for i in indices)):
-        raise at.at("indices").error("must be a list of 1 to 20 test-sample indices >= 0")
+        raise at.at("indices").error(
+            "must be a list of 1 to 20 positions (>= 0) among the evaluated samples")
     return PicturesSpec(kinds, samples, tuple(indices) if indices else None, **chosen)
 
 

@@ -45,6 +45,10 @@ class Attack:
     # revision above 1 joins the identity of the attack's cached sets, so older ones are
     # recomputed rather than served.
     revision: ClassVar[int] = 1
+    # True when ``run`` accepts a threat model whose eps is a tensor of one radius per sample
+    # (linf and l2; see ThreatModel.radius and .select): curve sweeps then probe samples at
+    # different eps in one call.
+    per_sample_eps: ClassVar[bool] = False
 
     def run(self, model, x, y, threat, *, targets, generator):
         """Return adversarial inputs for the batch, or ``(x_adv, queries)``.
@@ -73,6 +77,8 @@ class Attack:
             raise UsageError(f"attack {self.name!r} has no targeted mode")
         if self.kind == "fixed-eps" and threat.eps is None:
             raise UsageError(f"attack {self.name!r} needs an eps in its threat model")
+        if threat.per_sample and not self.per_sample_eps:
+            raise UsageError(f"attack {self.name!r} takes one eps per call, not one per sample")
 
     def __call__(self, model, x, y, threat, *, targets=None, seed=None):
         """Attack ``model`` on the batch ``(x, y)`` under ``threat``; see :class:`AttackResult`."""
@@ -115,7 +121,7 @@ class Attack:
             worst = float(threat.distance(x, x_adv).max())
             raise ThreatModelViolation(
                 f"attack {self.name!r} returned examples outside the {threat.norm} ball of "
-                f"radius {threat.eps:g} (largest distance {worst:.6g})")
+                f"radius {_describe(threat.eps)} (largest distance {worst:.6g})")
         return x_adv
 
     def _result(self, x, y, x_adv, pred, threat, targets, queries):
@@ -187,6 +193,10 @@ class Replay(FixedEpsilonAttack):
         return self.examples.to(device=x.device, dtype=x.dtype)
 
 
+def _describe(eps):
+    return f"up to {float(eps.max()):g} (per sample)" if torch.is_tensor(eps) else f"{eps:g}"
+
+
 def _check_batch(x, y, targets, threat):
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 2:
         raise UsageError("x must be a floating-point tensor of shape (N, C, H, W)")
@@ -194,6 +204,9 @@ def _check_batch(x, y, targets, threat):
         raise UsageError(f"y must be an int64 tensor of shape ({x.shape[0]},)")
     if y.device != x.device:
         raise UsageError(f"x is on {x.device} but y on {y.device}")
+    if threat.per_sample and threat.eps.shape != y.shape:
+        raise UsageError(f"a per-sample eps needs one radius per sample: {x.shape[0]}, got "
+                         f"{tuple(threat.eps.shape)}")
     lower, upper = threat.bounds
     if x.numel() and (float(x.min()) < lower or float(x.max()) > upper):
         raise UsageError(f"x has values outside the threat model's bounds {threat.bounds}")

@@ -18,8 +18,8 @@ NORMS = ("l0", "l1", "l2", "linf")
 
 
 def _to_eps(value):
-    if value is None:
-        return None
+    if value is None or torch.is_tensor(value):
+        return value
     if isinstance(value, str):
         try:
             value = float(Fraction(value.strip()))
@@ -44,15 +44,37 @@ def _check_bounds(instance, attribute, value):
 def _check_eps(instance, attribute, value):
     if value is None:
         return
+    if torch.is_tensor(value):
+        _check_eps_per_sample(instance.norm, value)
+        return
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"eps must be a finite number >= 0 or None, got {value}")
     if instance.norm == "l0" and value != int(value):
         raise ValueError(f"eps of an l0 threat model counts pixels and must be whole, got {value}")
 
 
+def _check_eps_per_sample(norm, value):
+    if norm not in PER_SAMPLE_NORMS:
+        raise ValueError(f"a per-sample eps needs norm linf or l2, got {norm!r}")
+    if value.dim() != 1 or not value.is_floating_point():
+        raise ValueError(f"a per-sample eps must be a 1-D float tensor, got {tuple(value.shape)} "
+                         f"{value.dtype}")
+    if not bool(torch.isfinite(value).all() & (value >= 0).all()):
+        raise ValueError("a per-sample eps must hold finite numbers >= 0")
+
+
+PER_SAMPLE_NORMS = ("l2", "linf")  # the norms whose balls accept a per-sample eps
+
+
 @attrs.frozen
 class ThreatModel:
-    """An ``norm`` ball of radius ``eps`` (None: unbounded) intersected with ``bounds``."""
+    """An ``norm`` ball of radius ``eps`` (None: unbounded) intersected with ``bounds``.
+
+    ``eps`` may also be a 1-D float tensor, one radius per sample of the batch (linf and l2
+    only): the sweeps of :mod:`advx.curve_search` probe samples at different eps in one call
+    of an attack that declares ``per_sample_eps``.  Such a threat model is built in code, never
+    read from a spec; :meth:`radius` and :meth:`select` are how attacks use it.
+    """
 
     norm: str = attrs.field(validator=attrs.validators.in_(NORMS))
     eps: float | None = attrs.field(default=None, converter=_to_eps, validator=_check_eps)
@@ -68,12 +90,31 @@ class ThreatModel:
         return cls(norm=norm.strip().lower(), eps=eps or None, **kwargs)
 
     def __str__(self):
-        eps = "min" if self.eps is None else f"{self.eps:g}"
+        eps = ("min" if self.eps is None else "per-sample" if self.per_sample
+               else f"{self.eps:g}")
         return f"{self.norm}:{eps}" + (" (targeted)" if self.targeted else "")
 
     def with_eps(self, eps):
         """The same threat model with another radius."""
         return attrs.evolve(self, eps=eps)
+
+    @property
+    def per_sample(self):
+        """Whether ``eps`` is a tensor of one radius per sample."""
+        return torch.is_tensor(self.eps)
+
+    def radius(self, like):
+        """``eps`` ready to combine with the batch ``like`` (N, ...): the number itself, or the
+        per-sample radii shaped (N, 1, ...) on ``like``'s device and dtype."""
+        if not self.per_sample:
+            return self.eps
+        return self.eps.to(like).view(-1, *[1] * (like.dim() - 1))
+
+    def select(self, index):
+        """The threat model of the samples ``index`` of the batch (itself unless per-sample)."""
+        if not self.per_sample or index is None:
+            return self
+        return attrs.evolve(self, eps=self.eps[index])
 
     def distance(self, x, x_adv):
         """Per-sample distance between ``x`` and ``x_adv`` in this norm (shape ``(N,)``)."""
@@ -97,8 +138,10 @@ class ThreatModel:
         inside = (flat >= lower - atol).all(1) & (flat <= upper + atol).all(1)
         inside &= torch.isfinite(flat).all(1)
         if self.eps is not None:
-            slack = 0.0 if self.norm == "l0" else self.eps * rtol + atol
-            inside &= self.distance(x, x_adv) <= self.eps + slack
+            distance = self.distance(x, x_adv)
+            eps = self.eps.to(distance) if self.per_sample else self.eps
+            slack = 0.0 if self.norm == "l0" else eps * rtol + atol
+            inside &= distance <= eps + slack
         return inside
 
 
@@ -124,12 +167,18 @@ def distance(norm, delta):
 
 
 def project_delta(norm, delta, eps):
-    """Project each perturbation in ``delta`` onto the ``norm`` ball of radius ``eps``."""
+    """Project each perturbation in ``delta`` onto the ``norm`` ball of radius ``eps`` (a
+    number, or for linf and l2 a 1-D tensor of one radius per sample)."""
+    if torch.is_tensor(eps) and norm not in PER_SAMPLE_NORMS:
+        raise ValueError(f"a per-sample eps needs norm linf or l2, got {norm!r}")
     if norm == "linf":
+        if torch.is_tensor(eps):
+            eps = eps.to(delta).view(-1, *[1] * (delta.dim() - 1))
+            return torch.maximum(torch.minimum(delta, eps), -eps)
         return delta.clamp(-eps, eps)
     if norm == "l2":
         norms = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
-        factor = (eps / norms).clamp(max=1.0)
+        factor = ((eps.to(norms) if torch.is_tensor(eps) else eps) / norms).clamp(max=1.0)
         return delta * factor.view(-1, *[1] * (delta.dim() - 1))
     if norm == "l1":
         return _project_l1(delta, eps)

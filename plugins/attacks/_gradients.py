@@ -94,8 +94,9 @@ def projection_onto(threat, x):
     """
     if threat.norm == "linf":
         lower, upper = threat.bounds
-        low = (x - threat.eps).clamp_min(lower)
-        high = (x + threat.eps).clamp_max(upper)
+        eps = threat.radius(x)
+        low = (x - eps).clamp_min(lower)
+        high = (x + eps).clamp_max(upper)
         return lambda x_adv: torch.clamp(x_adv, low, high)
     return lambda x_adv: threat.project(x, x_adv)
 
@@ -113,16 +114,15 @@ def random_start(threat, x, generator):
     with ``u`` uniform in [0, 1] and ``d`` the number of coordinates per sample.  In the high
     dimensions of images this radius is close to ``eps`` (the sphere holds most of the volume).
     """
-    eps = threat.eps
     if threat.norm == "linf":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        delta = (2 * noise - 1) * eps
+        delta = (2 * noise - 1) * threat.radius(x)
     elif threat.norm == "l2":
         gaussian = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         direction = ascent_direction("l2", gaussian)
         u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         dims = x[0].numel()
-        delta = direction * per_sample(eps * u.pow(1.0 / max(dims, 1)), x)
+        delta = direction * per_sample(threat.radius(u) * u.pow(1.0 / max(dims, 1)), x)
     else:
         raise ValueError(f"no random start for norm {threat.norm!r}")
     return threat.project(x, x + delta)

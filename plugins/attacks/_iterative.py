@@ -55,13 +55,13 @@ def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check
     Without ``check_final`` no pass follows the last step: ``fooled`` then covers the iterates
     before it and ``score`` is None.
     """
-    active = _Active(x, labels, start, steps, threat)
+    active = _Active(x, labels, start, steps, threat, step_size)
     for step in range(steps):
         if step and step % SHRINK_EVERY == 0 and not active.shrink(step):
             break
         grad, logits = objective_gradient(model, active.x_adv, active.labels, targeted)
         active.done = active.done | fooled(logits, active.labels, targeted)
-        rates = per_sample((~active.done).to(start.dtype) * step_size, active.x_adv)
+        rates = per_sample((~active.done).to(start.dtype) * active.step_size, active.x_adv)
         stepped = active.project(torch.addcmul(active.x_adv, rates,
                                                ascent_direction(threat.norm, grad)))
         active.x_adv = (stepped if threat.norm == "linf"
@@ -78,8 +78,9 @@ def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check
 class _Active:
     """The samples of :func:`ascend` still stepping, and the finished ones set aside."""
 
-    def __init__(self, x, labels, start, steps, threat):
+    def __init__(self, x, labels, start, steps, threat, step_size):
         self.x, self.labels, self.x_adv, self.threat = x, labels, start, threat
+        self.step_size = step_size  # a number, or per sample with a per-sample eps
         self.done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         self.passes = torch.full((len(x),), steps, dtype=torch.int64, device=x.device)
         self.project = projection_onto(threat, x)
@@ -100,6 +101,9 @@ class _Active:
         self.passes[self.index[self.done]] = step
         self.index, self.x, self.labels = self.index[keep], self.x[keep], self.labels[keep]
         self.x_adv, self.done = self.x_adv[keep], self.done[keep]
+        self.threat = self.threat.select(keep)
+        if torch.is_tensor(self.step_size):
+            self.step_size = self.step_size[keep]
         self.project = projection_onto(self.threat, self.x)
         return len(keep) > 0
 
@@ -113,20 +117,21 @@ class _Active:
 
 
 def with_restarts(one_run, x, labels, *, steps, restarts):
-    """``(x_adv, queries)`` of ``one_run(x, labels)`` followed by ``restarts - 1`` further runs
-    on the samples no run has fooled yet, keeping per sample the strongest result (:func:`merge`).
+    """``(x_adv, queries)`` of ``one_run(x, labels, None)`` followed by ``restarts - 1`` further
+    runs ``one_run(x[index], labels[index], index)`` on the samples no run has fooled yet,
+    keeping per sample the strongest result (:func:`merge`).
 
     Each run costs up to ``steps`` passes per sample it attacks (the run's ``passes`` where it
     counts them), plus one comparison pass when there are restarts; one host sync per restart
     (never per step) selects the samples left.
     """
-    best = one_run(x, labels)
+    best = one_run(x, labels, None)
     queries = _passes(best, steps) + (restarts > 1)
     for _ in range(restarts - 1):
         index = (~best.fooled).nonzero().squeeze(1)
         if index.numel() == 0:
             break
-        run = one_run(x[index], labels[index])
+        run = one_run(x[index], labels[index], index)
         queries[index] += _passes(run, steps) + 1
         best = merge(best, run, index)
     return best.x_adv, queries
@@ -185,6 +190,12 @@ def resolve_step_size(step_size, eps, steps, travel, rel_step_size=None):
     if rel_step_size is not None:
         return rel_step_size * eps
     return travel * eps / steps
+
+
+def select(value, index):
+    """``value[index]`` for a per-sample tensor (all of it when ``index`` is None), else
+    ``value`` itself."""
+    return value[index] if torch.is_tensor(value) and index is not None else value
 
 
 def constant_queries(x, count):

@@ -31,6 +31,7 @@ class BIM(advx.FixedEpsilonAttack):
     norms = GRADIENT_NORMS
     access = "gradient"
     supports_targeted = True
+    per_sample_eps = True
 
     steps: int = steps_field(10)
     step_size: float | None = step_size_field("1.25 * eps / steps")

@@ -184,7 +184,7 @@ class CarliniWagnerLinf(advx.FixedEpsilonAttack):
         labels = attack_labels(y, targets, threat)
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL)
         return with_restarts(
-            lambda xs, ls: self._one_run(model, xs, ls, threat, step_size, generator),
+            lambda xs, ls, _: self._one_run(model, xs, ls, threat, step_size, generator),
             x, labels, steps=self.steps, restarts=self.restarts)
 
     def _one_run(self, model, x, labels, threat, step_size, generator):

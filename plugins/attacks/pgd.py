@@ -8,6 +8,7 @@ from ._iterative import (
     ascend,
     attack_labels,
     resolve_step_size,
+    select,
     step_size_field,
     steps_field,
     with_restarts,
@@ -38,6 +39,7 @@ class PGD(advx.FixedEpsilonAttack):
     norms = GRADIENT_NORMS
     access = "gradient"
     supports_targeted = True
+    per_sample_eps = True
 
     steps: int = steps_field(40)
     step_size: float | None = step_size_field("rel_step_size * eps")
@@ -60,7 +62,8 @@ class PGD(advx.FixedEpsilonAttack):
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL,
                                       self.rel_step_size)
         return with_restarts(
-            lambda xs, ls: self._one_run(model, xs, ls, threat, step_size, generator),
+            lambda xs, ls, index: self._one_run(model, xs, ls, threat.select(index),
+                                                select(step_size, index), generator),
             x, labels, steps=self.steps, restarts=self.restarts)
 
     def _one_run(self, model, x, labels, threat, step_size, generator):

@@ -9,16 +9,17 @@ found depends on the attack:
 - A minimisation attack runs once, unbounded (its set at eps None, shared with every protocol
   that asks for it).  A sample is robust at ``e_j`` unless the model classifies it correctly
   and the attack's example is misclassified within ``e_j``.  Exact; no assumption.
-- A fixed-eps attack is probed per sample by bisection over the grid, *assuming monotonicity*:
-  a sample fooled at some eps is fooled at every larger one.  Each round probes every open
-  sample at the middle index of its interval ``(lo, hi)`` (largest index known robust, smallest
-  known fooled), one batched attack call per distinct middle index, with a seed derived from
-  the sweep's identity, the batch, the round and the index.  A misclassified example at
-  distance ``d`` also certifies, exactly, that the sample falls at every grid eps whose ball
-  holds ``d``.  About ``log2(K + 1)`` probes per sample, at most ``ceil(log2(K + 1))``; one host
-  sync per round.  Where the attack is not monotone (random starts, a weak attack at a larger
-  eps) the bisection can miss a non-monotone sample, and the curve is that of the monotone
-  envelope the probes saw.
+- A fixed-eps attack is probed per sample over the grid (:mod:`advx.curve_search`),
+  *assuming monotonicity*: a sample fooled at some eps is fooled at every larger one.  Each
+  round probes every open sample at one index of its interval ``(lo, hi)`` (largest index
+  known robust, smallest known fooled), one batched attack call per distinct index, with a seed
+  derived from the sweep's identity, the batch, the round and the index.  A pilot of samples is
+  bisected; the others start from a guess fitted on the pilot's thresholds against the clean
+  margin, then bisect.  A misclassified example at distance ``d`` also certifies, exactly,
+  that the sample falls at every grid eps whose ball holds ``d``.  One host sync per round.
+  Where the attack is not monotone (random starts, a weak attack at a larger eps) the search
+  can miss a non-monotone sample, and the curve is that of the monotone envelope the probes
+  saw.
 - A transfer attack replays its source set, which exists per eps: its robust accuracy is read
   at every grid eps (method "per eps").
 
@@ -28,7 +29,7 @@ example at that distance inside its ball (:meth:`advx.ThreatModel.contains`, sam
 
 A sweep is stored like an adversarial set (:func:`advx.sets.obtain_set`: cached, resumable,
 seeded from its identity: the attack's set identity at eps None plus ``{"curve": {"eps":
-grid, "method": "bisection"}}``).  Its rows are per sample the smallest misclassified example
+grid, "method": "guided bisection"}}``).  Its rows are per sample the smallest misclassified example
 found over the probes (the clean input where none): ``x_adv``, ``success``, ``distance`` and
 ``pred`` as in any set, and ``queries`` holding the number of probes (attack calls) the sample
 took.  The thresholds are derived from those rows, the same way after computing and after
@@ -41,12 +42,11 @@ import attrs
 import numpy as np
 import torch
 
+from .curve_search import allowances, certified, find_thresholds
 from .progress import progress_bar
 from .sets import obtain_set
 from .store import identity_digest, set_key
 from .units import provenance, result_layout, unit_seed
-
-RTOL, ATOL = 1e-5, 1e-6  # the tolerance of ThreatModel.contains (its defaults)
 
 
 @attrs.frozen(eq=False)
@@ -56,8 +56,8 @@ class AttackCurve:
     attack: object  # the AttackSpec
     grid: tuple  # sorted eps
     robust: torch.Tensor  # (N, K) booleans: robust at each grid eps
-    method: str  # "minimal distances", "bisection" or "per eps"
-    probes: torch.Tensor | None = None  # int64 per sample (bisection)
+    method: str  # "minimal distances", "guided bisection" or "per eps"
+    probes: torch.Tensor | None = None  # int64 per sample (guided bisection)
     outcomes: tuple = ()  # (eps, Outcome) pairs read on the way (result rows)
     key: str = ""
     origin: str = ""
@@ -103,23 +103,24 @@ def measure(session, model_spec, attack_spec, grid):
 
 
 def sweep(session, model_spec, attack_spec, attack, grid):
-    """The bisection :class:`AttackCurve` of a fixed-eps attack: read, resumed or computed."""
+    """The guided-bisection :class:`AttackCurve` of a fixed-eps attack: read, resumed or
+    computed."""
     unbounded = attack_spec.threat(None, session.bounds)
     identity = session.set_identity(model_spec, attack_spec, attack, unbounded)
-    identity["curve"] = {"eps": list(grid), "method": "bisection"}
+    identity["curve"] = {"eps": list(grid), "method": "guided bisection"}
     base = identity_digest(identity)
     targets = session.targets_for(attack_spec, model_spec, unit_seed(base, "targets"))
     targets = torch.full_like(session.y, -1) if targets is None else targets
     threats = [attack_spec.threat(e, session.bounds) for e in grid]
     model, device = session.model(model_spec), session.device
-    clean_pred = session.clean_logits(model_spec).argmax(1)
+    clean_logits = session.clean_logits(model_spec)
 
     def compute_batch(start, stop):
         x, y = session.x[start:stop].to(device), session.y[start:stop].to(device)
         t = targets[start:stop].to(device) if unbounded.targeted else None
-        found = bisect(attack, model, x, y, threats, targets=t,
-                       clean_pred=clean_pred[start:stop].to(device),
-                       seed=lambda round_, mid: unit_seed(base, start, round_, mid))
+        found = find_thresholds(attack, model, x, y, threats, targets=t,
+                                clean_logits=clean_logits[start:stop].to(device),
+                                seed=lambda round_, index: unit_seed(base, start, round_, index))
         return {name: value.cpu().numpy() for name, value in found.items()}
 
     label = f"{attack_spec.id} {attack_spec.norm} sweep over {len(grid)} eps on {model_spec.id}"
@@ -137,70 +138,8 @@ def sweep(session, model_spec, attack_spec, attack, grid):
     arrays = {k: torch.from_numpy(v) for k, v in obtained.stored.arrays.items()}
     threshold = thresholds(session.clean_correct(model_spec), arrays["pred"] != session.y,
                            arrays["distance"], allowances(grid, attack_spec.norm))
-    return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)), "bisection",
+    return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)), "guided bisection",
                        probes=arrays["queries"], key=obtained.stored.key, origin=obtained.origin)
-
-
-def bisect(attack, model, x, y, threats, *, targets=None, clean_pred=None, seed=lambda r, m: 0):
-    """Per-sample bisection of ``attack`` over ``threats`` (one per grid eps, sorted).
-
-    Returns per sample the smallest misclassified example found (the clean input where none;
-    clean-misclassified samples are not probed): tensors x_adv, success, distance, pred, and
-    queries = the number of probes.  ``seed(round, index)`` seeds each attack call.  A probe
-    costs the attack's own cost on the samples probed; one host sync per round.
-    """
-    if clean_pred is None:
-        with torch.no_grad():
-            clean_pred = model(x).argmax(1)
-    allow = allowances([t.eps for t in threats], threats[0].norm).to(x.device)
-    correct = clean_pred == y
-    best = {"x_adv": x.clone(), "pred": clean_pred.clone(),
-            "success": clean_pred == targets if targets is not None else ~correct,
-            "distance": torch.where(correct, torch.inf, 0.0).to(x.dtype)}
-    lo = torch.full_like(y, -1)
-    hi = torch.where(correct, len(threats), 0)
-    probes = torch.zeros_like(y)
-    for round_ in range(len(threats) + 1):  # intervals halve every round: ends far sooner
-        open_ = hi - lo > 1
-        mid = torch.div(lo + hi, 2, rounding_mode="floor")
-        middles = torch.unique(mid[open_]).tolist()  # the round's host sync
-        if not middles:
-            break
-        for m in middles:
-            index = (open_ & (mid == m)).nonzero().squeeze(1)
-            result = attack(model, x[index], y[index], threats[m], seed=seed(round_, m),
-                            targets=None if targets is None else targets[index])
-            fooled = result.pred != y[index]
-            cap = torch.minimum(certified(allow, result.distance), torch.full_like(index, m))
-            hi[index] = torch.where(fooled, torch.minimum(hi[index], cap), hi[index])
-            lo[index] = torch.where(fooled, lo[index], m)
-            probes[index] += 1
-            _keep_smaller(best, index, result, fooled)
-    best["distance"] = torch.where(torch.isinf(best["distance"]), 0.0, best["distance"])
-    return {**best, "queries": probes}
-
-
-def _keep_smaller(best, index, result, fooled):
-    """Keep ``result``'s misclassified examples that are closer than the ones kept."""
-    better = fooled & (result.distance < best["distance"][index])
-    rows = index[better]
-    best["x_adv"][rows] = result.x_adv[better]
-    best["pred"][rows] = result.pred[better]
-    best["success"][rows] = result.success[better]
-    best["distance"][rows] = result.distance[better].to(best["distance"].dtype)
-
-
-def allowances(grid, norm):
-    """Per grid eps, the largest distance the core accepts inside that ball (float32, as
-    :meth:`advx.ThreatModel.contains` compares float32 distances)."""
-    slack = [0.0 if norm == "l0" else e * RTOL + ATOL for e in grid]
-    return torch.tensor([e + s for e, s in zip(grid, slack)], dtype=torch.float32)
-
-
-def certified(allow, distance):
-    """Per sample, the first grid index whose ball holds ``distance`` (K when none does)."""
-    return torch.searchsorted(allow.to(distance.device),
-                              distance.to(torch.float32).contiguous(), side="left")
 
 
 def thresholds(correct, misclassified, distance, allow):

@@ -125,9 +125,11 @@ class Curve(RobustAccuracy):
     Each attack entry's eps list (or range table) is its grid.  Without one attack per eps
     (:mod:`advx.curves`): a minimisation attack runs once, unbounded, and a sample is robust at
     an eps unless its minimal adversarial lies within it; a fixed-eps attack is probed per
-    sample by bisection over the grid, which *assumes monotonicity*: a sample fooled at an eps
-    is fooled at every larger one (about log2(K + 1) attack calls per sample for K eps, each
-    sweep cached like an adversarial set); a transfer attack is read at every eps.  A
+    sample over the grid (:mod:`advx.curve_search`: a bisection guided by the clean margin),
+    which *assumes monotonicity*: a sample fooled at an eps is fooled at every larger one (fewer
+    than log2(K + 1) attack runs per sample for K eps, merged into one call per round when the
+    attack takes a per-sample eps; each sweep cached like an adversarial set); a transfer
+    attack is read at every eps.  A
     minimisation entry without eps uses the eps of the run's other attacks of its norm.  The
     worst case per model and norm counts a sample as robust at an eps only if it survives
     every attack of that norm whose grid holds that eps.  ``results`` has a row per outcome

@@ -1,4 +1,5 @@
-"""The curve protocol: eps sweeps by bisection and minimal distances, and PGD's shrinking batch."""
+"""The curve protocol: eps sweeps by guided bisection and minimal distances, and PGD's shrinking
+batch."""
 
 import math
 
@@ -9,6 +10,7 @@ import torch
 from advx import curves
 from advx.attack import AttackResult
 from advx.cli import cli
+from advx.curve_search import GUIDED_PROBES
 from advx.errors import ExitCode
 from advx.plugins.attacks._gradients import (
     ascent_direction,
@@ -125,7 +127,7 @@ def _separate(attack, model, x, y, grid):
     return rows
 
 
-def test_bisection_agrees_with_separate_runs(digits):
+def test_the_sweep_agrees_with_separate_runs(digits):
     model, x, y = digits
     grid = [0.02 * i for i in range(1, 11)]
     attack = advx.get_attack("pgd", steps=10)
@@ -133,7 +135,7 @@ def test_bisection_agrees_with_separate_runs(digits):
     with torch.no_grad():
         correct = model(x).argmax(1) == y
         separate = _separate(attack, model, x, y, grid)
-    found = curves.bisect(attack, model, x, y, threats, seed=lambda r, m: 100 * r + m)
+    found = curves.find_thresholds(attack, model, x, y, threats, seed=lambda r, m: 100 * r + m)
     threshold = curves.thresholds(correct, found["pred"] != y, found["distance"],
                                   curves.allowances(grid, "linf"))
     curve = curves.accuracies(curves.robust_table(threshold, len(grid)))
@@ -141,7 +143,8 @@ def test_bisection_agrees_with_separate_runs(digits):
     assert curve == sorted(curve, reverse=True)
     assert 0.1 < curve[4] < 0.9  # the grid spans the model's range of thresholds
     probes = found["queries"]
-    assert int(probes.max()) <= math.ceil(math.log2(len(grid) + 1))
+    assert int(probes.max()) <= GUIDED_PROBES + math.ceil(math.log2(len(grid) + 1))
+    assert float(probes[correct].double().mean()) < math.log2(len(grid) + 1)
     assert bool((probes[~correct] == 0).all()) and bool((probes[correct] >= 1).all())
 
 
@@ -173,7 +176,8 @@ def test_bisection_finds_the_threshold_of_a_monotone_attack(truths, k, exact):
     clean_pred = torch.where(truth % 5 == 4, 1, 0)  # a few misclassified clean
     attack = _MonotoneAttack(grid, exact)
     threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
-    found = curves.bisect(attack, None, x, y, threats, clean_pred=clean_pred)
+    logits = torch.nn.functional.one_hot(clean_pred, 10).float()  # fewer than 48: bisection
+    found = curves.find_thresholds(attack, None, x, y, threats, clean_logits=logits)
     correct = clean_pred == y
     threshold = curves.thresholds(correct, found["pred"] != y, found["distance"],
                                   curves.allowances(grid, "linf"))
@@ -194,7 +198,7 @@ def test_worst_case_never_exceeds_any_attack(data):
                                                     max_size=n)))
         spec = AttackSpec(f"a{i}", PluginSpec("pgd"), "linf", grid)
         robust = curves.robust_table(torch.where(correct, threshold, 0), len(grid))
-        measured.append(curves.AttackCurve(spec, grid, robust, "bisection"))
+        measured.append(curves.AttackCurve(spec, grid, robust, "guided bisection"))
     (worst,) = curves.worst_cases("m", measured, correct)
     for curve in measured:
         entry = curve.entry("m")
@@ -216,7 +220,7 @@ def test_curve_protocol_on_a_run_and_its_rerun_from_the_cache(tmp_path, monkeypa
     report = session.protocol.evaluate(session)
     by_attack = {c["attack"]: c for c in report["curves"]}
     assert [by_attack[a]["method"] for a in ("fgsm", "pgd", "deepfool", "worst case")] == [
-        "bisection", "bisection", "minimal distances", "worst case"]
+        "guided bisection", "guided bisection", "minimal distances", "worst case"]
     assert by_attack["pgd"]["eps"] == [0.02, 0.06, 0.1, 0.14, 0.18, 0.22, 0.26, 0.3]
     clean = report["clean_accuracy"]["blog-cnn"]
     for curve in report["curves"]:
@@ -252,19 +256,19 @@ def test_curve_protocol_on_a_run_and_its_rerun_from_the_cache(tmp_path, monkeypa
 def test_a_killed_sweep_resumes_with_the_same_result(tmp_path, monkeypatch):
     spec = parse_spec(SPEC.format(eps=RANGE), advx.get_registry())
     spec = attrs.evolve(spec, attacks=spec.attacks[1:2])  # pgd alone
-    bisect, calls = curves.bisect, []
+    search, calls = curves.find_thresholds, []
 
     def killed_on_the_second_batch(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return bisect(*args, **kwargs)
+        return search(*args, **kwargs)
 
-    monkeypatch.setattr(curves, "bisect", killed_on_the_second_batch)
+    monkeypatch.setattr(curves, "find_thresholds", killed_on_the_second_batch)
     session = _session(spec, tmp_path / "cache")
     with pytest.raises(KeyboardInterrupt):
         session.protocol.evaluate(session)
-    monkeypatch.setattr(curves, "bisect", bisect)
+    monkeypatch.setattr(curves, "find_thresholds", search)
     resumed = _session(spec, tmp_path / "cache")
     curve = resumed.protocol.evaluate(resumed)["curves"][0]
     fresh = _session(spec, tmp_path / "fresh")

@@ -1,14 +1,15 @@
-"""An eps sweep by per-sample bisection against one PGD-40 run per eps (the naive sweep).
+"""An eps sweep by guided per-sample bisection against one PGD-40 run per eps (the naive sweep).
 
 madry-cnn on the first 1,000 MNIST test digits, advx PGD Linf (40 steps of 0.01, one random
-start) over 30 eps from 0.01 to 0.3.  In one process it times (a) the bisection sweep of
-:mod:`advx.curves` (about log2(31) probes per digit, each a PGD-40 call on the digits whose
-interval has that middle eps) and (b) a separate PGD-40 run at each of the 30 eps, whose
-robust accuracies are the reference.  Per batch the two alternate which goes first, so a
-slow phase of the shared machine hits both.  Reported: the sweep's seconds as a multiple of
-the mean single run (naive / 30) and of the single runs at the smallest and largest eps, the
-same in gradient passes (machine-independent), the largest difference in robust accuracy
-between sweep and separate runs, and probes per digit.
+start) over 30 eps from 0.01 to 0.3. In one process it times (a) the sweep of the ``curve``
+protocol (:func:`advx.curve_search.find_thresholds`: a pilot bisected, the other digits guided
+by their clean margin, every round one PGD-40 call with a per-sample eps) and (b) a separate
+PGD-40 run at each of the 30 eps, whose robust accuracies are the reference. Per batch the two
+alternate which goes first, so a slow phase of the shared machine hits both, and an untimed
+PGD-40 run warms torch up before either. Reported: the sweep's seconds as a multiple of the mean
+single run (naive / 30) and of the single runs at the smallest and largest eps, the same in
+gradient passes (machine-independent), the largest difference in robust accuracy between sweep
+and separate runs, and probes per digit.
 
     python bench/curve_sweep.py              # rewrites the curve section of bench/README.md
     python bench/curve_sweep.py --no-readme
@@ -49,6 +50,7 @@ class Counting:
 
     def __init__(self, attack):
         self.attack, self.passes = attack, 0
+        self.per_sample_eps = attack.per_sample_eps  # lets the sweep merge its probes
 
     def __call__(self, *args, **kwargs):
         result = self.attack(*args, **kwargs)
@@ -57,17 +59,17 @@ class Counting:
 
 
 def sweep_batch(attack, model, x, y, grid, b):
-    """``(seconds, thresholds, probes, passes)`` of the bisection on one batch."""
+    """``(seconds, thresholds, probes, passes)`` of the sweep on one batch."""
     counting = Counting(attack)
     threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
     started = time.perf_counter()
     with torch.no_grad():
-        clean_pred = model(x).argmax(1)
-    found = curves.bisect(counting, model, x, y, threats, clean_pred=clean_pred,
-                          seed=lambda r, m: unit_seed("curve-bench", b, r, m))
+        clean_logits = model(x)
+    found = curves.find_thresholds(counting, model, x, y, threats, clean_logits=clean_logits,
+                                   seed=lambda r, m: unit_seed("curve-bench", b, r, m))
     seconds = time.perf_counter() - started
-    threshold = curves.thresholds(clean_pred == y, found["pred"] != y, found["distance"],
-                                  curves.allowances(grid, "linf"))
+    threshold = curves.thresholds(clean_logits.argmax(1) == y, found["pred"] != y,
+                                  found["distance"], curves.allowances(grid, "linf"))
     return seconds, threshold, found["queries"], counting.passes
 
 
@@ -87,6 +89,9 @@ def naive_batch(attack, model, x, y, grid, b):
 
 def measure(args, model, x, y, grid):
     attack = advx.get_attack("pgd", **PGD)
+    # untimed warm-up, so that neither part pays for the first calls into torch
+    attack(model, x[:args.batch], y[:args.batch], advx.ThreatModel(norm="linf", eps=grid[0]),
+           seed=0)
     naive = [[0.0, [], 0] for _ in grid]  # seconds, robust per digit (per batch), passes
     sweep = {"seconds": 0.0, "threshold": [], "probes": [], "passes": 0}
     for b, (xb, yb) in enumerate(zip(x.split(args.batch), y.split(args.batch))):
@@ -138,20 +143,22 @@ def report(args, grid, n, clean, sweep, naive, wall, loads):
     probed = probes[probes > 0].double()
     ok = "meets" if s / mean_s <= TARGET else "misses"
     lines = [
-        "### Robust accuracy against eps: bisection sweep vs one PGD-40 run per eps",
+        "### Robust accuracy against eps: one sweep vs one PGD-40 run per eps",
         "",
         f"madry-cnn (clean accuracy {clean:.1%}), the first {n} MNIST test digits in batches "
         f"of {args.batch}, {args.threads} torch threads; advx pgd Linf, 40 steps of 0.01, one "
         f"random start; {len(grid)} eps from {grid[0]:g} to {grid[-1]:g}. Sweep: "
-        "`advx.curves.bisect` (the `curve` protocol's per-sample bisection, assuming a digit "
-        "fooled at an eps is fooled at every larger one, plus the exact certificate of each "
-        "adversarial's distance). Naive: a separate PGD-40 run at every eps (the reference). "
+        "`advx.curve_search.find_thresholds`, the `curve` protocol's per-sample search: "
+        "it assumes a digit fooled at an eps is fooled at every larger one; 24 digits per "
+        "batch are bisected, the others start at a guess fitted on them against the clean "
+        "margin; each round is one PGD-40 call with one eps per digit. Naive: a separate "
+        "PGD-40 run at every eps (the reference). "
         "PGD drops digits it has fooled from its batch every 5 steps, so runs at large eps are "
-        "cheaper than at small ones (for both).",
+        "cheaper than at small ones (for both). An untimed PGD-40 run warms torch up first.",
         "",
         "| | seconds | gradient passes | sweep as a multiple |",
         "|---|---|---|---|",
-        f"| bisection sweep | {s:.1f} | {p:,} | |",
+        f"| sweep | {s:.1f} | {p:,} | |",
         f"| naive sweep ({len(grid)} runs) | {naive_s:.1f} | {sum(r[2] for r in naive):,} "
         f"| {s / naive_s:.3f} |",
         f"| mean single run (naive / {len(grid)}) | {mean_s:.1f} | {mean_passes:,.0f} "
@@ -168,7 +175,7 @@ def report(args, grid, n, clean, sweep, naive, wall, loads):
         f"{sum(diffs) / len(diffs) * 100:.2f} points. Per digit and eps the two disagree on "
         f"{cells:.2%} of the cells; the separate runs are not monotone for {rising} digits "
         "(robust at an eps after falling at a smaller one: random starts), which the "
-        "bisection's assumption cannot follow. Probes (PGD-40 calls) per digit: "
+        "sweep's assumption cannot follow. Probes (PGD-40 runs) per digit: "
         f"{float(probes.double().mean()):.2f} over all digits, {float(probed.mean()):.2f} over "
         f"the {len(probed)} probed (clean-misclassified digits take none), at most "
         f"{int(probes.max())}.",

@@ -8,6 +8,7 @@ import torch
 from advx import curve_search
 from advx.attack import AttackResult
 from advx.errors import UsageError
+from advx.inventory import summary
 from advx.threat import project_delta
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,7 +109,7 @@ def test_per_sample_eps_is_checked():
     with pytest.raises(UsageError, match="one radius per sample: 3"):
         advx.get_attack("pgd", steps=2)(model, x, y, threat)
     with pytest.raises(UsageError, match="one eps per call"):
-        advx.get_attack("fgsm")(model, x[:2], y[:2], threat)
+        advx.get_attack("deepfool")(model, x[:2], y[:2], threat)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,8 @@ def digits():
     ("pgd", {"steps": 12, "random_start": False, "step_size": 0.01}, "linf", [0.05, 0.1, 0.2]),
     ("pgd", {"steps": 8, "random_start": False}, "l2", [0.5, 1.0, 2.0]),
     ("bim", {"steps": 8}, "linf", [0.05, 0.1, 0.2]),
+    ("fgsm", {}, "linf", [0.05, 0.1, 0.2]),
+    ("fgsm", {}, "l2", [0.5, 1.0, 2.0]),
 ])
 def test_one_call_with_a_per_sample_eps_equals_one_call_per_eps(digits, name, params, norm,
                                                                    grid):
@@ -146,3 +149,11 @@ def test_pgd_restarts_keep_each_sample_in_its_own_ball(digits):
         model, x, y, advx.ThreatModel(norm="linf", eps=eps), seed=0)
     assert bool((result.distance <= eps + 1e-6).all())
     assert float(result.distance[1::2].max()) > 0.02  # the large balls were used
+
+
+def test_cache_listings_show_a_sweep_as_its_grid():
+    identity = {"threat": {"norm": "linf", "eps": None}, "curve": {"eps": [0.01, 0.02, 0.3]},
+                "attack": {"plugin": "pgd"}, "model": {"plugin": "madry-cnn"}}
+    assert summary({"identity": identity})["threat"] == "linf sweep 0.01-0.3 (3)"
+    del identity["curve"]
+    assert summary({"identity": identity})["threat"] == "linf min"

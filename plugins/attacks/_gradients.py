@@ -102,8 +102,12 @@ def projection_onto(threat, x):
 
 
 def ascent_step(norm, project, x_adv, grad, step_size):
-    """One projected step: move ``step_size`` along the ascent direction, then ``project``."""
-    return project(torch.add(x_adv, ascent_direction(norm, grad), alpha=step_size))
+    """One projected step: move ``step_size`` (a number, or per sample shaped like
+    ``ThreatModel.radius``) along the ascent direction, then ``project``."""
+    direction = ascent_direction(norm, grad)
+    if torch.is_tensor(step_size):
+        return project(torch.addcmul(x_adv, step_size, direction))
+    return project(torch.add(x_adv, direction, alpha=step_size))
 
 
 def random_start(threat, x, generator):

@@ -20,9 +20,10 @@ class FGSM(advx.FixedEpsilonAttack):
     norms = GRADIENT_NORMS
     access = "gradient"
     supports_targeted = True
+    per_sample_eps = True
 
     def run(self, model, x, y, threat, *, targets, generator):
         labels = attack_labels(y, targets, threat)
         grad, _ = objective_gradient(model, x, labels, threat.targeted)
-        x_adv = ascent_step(threat.norm, projection_onto(threat, x), x, grad, threat.eps)
+        x_adv = ascent_step(threat.norm, projection_onto(threat, x), x, grad, threat.radius(x))
         return x_adv, constant_queries(x, 1)

@@ -91,8 +91,12 @@ def summary(provenance):
     identity = provenance.get("identity", {})
     spec = provenance.get("spec", {})
     threat = identity.get("threat", {})
-    eps = threat.get("eps")
-    text = f"{threat.get('norm', '?')} {'min' if eps is None else format(eps, 'g')}"
+    eps, curve = threat.get("eps"), identity.get("curve")
+    if curve:  # a sweep of the curve protocol: its eps grid
+        grid = curve.get("eps") or [0]
+        text = f"{threat.get('norm', '?')} sweep {min(grid):g}-{max(grid):g} ({len(grid)})"
+    else:
+        text = f"{threat.get('norm', '?')} {'min' if eps is None else format(eps, 'g')}"
     if threat.get("targeted"):
         text += f" targeted ({identity.get('target')})"
     model = spec.get("model", {}).get("id") or identity.get("model", {}).get("plugin", "?")

@@ -70,8 +70,9 @@ def markdown(report):
         lines.append(f"| {r['model']} | {r['attack']} | {threat} | {_pct(r['robust_accuracy'])} "
                      f"| {_pct(r['attack_success_rate'])} | {_num(r['median_distance'])} "
                      f"| {r['seconds']:.1f} | {_origin(r)} |")
-    lines += ["", "## Worst case over attacks", "",
-              "| model | threat | robust accuracy | attacks |", "|---|---|---|---|"]
+    if report.get("worst_case"):  # the curve protocol has its worst cases in its curves
+        lines += ["", "## Worst case over attacks", "",
+                  "| model | threat | robust accuracy | attacks |", "|---|---|---|---|"]
     for w in report.get("worst_case", []):
         lines.append(f"| {w['model']} | {w['norm']} {_eps(w['eps'])} "
                      f"| {_pct(w['robust_accuracy'])} | {', '.join(w['attacks'])} |")

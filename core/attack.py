@@ -204,9 +204,10 @@ def _check_batch(x, y, targets, threat):
         raise UsageError(f"y must be an int64 tensor of shape ({x.shape[0]},)")
     if y.device != x.device:
         raise UsageError(f"x is on {x.device} but y on {y.device}")
-    if threat.per_sample and threat.eps.shape != y.shape:
-        raise UsageError(f"a per-sample eps needs one radius per sample: {x.shape[0]}, got "
-                         f"{tuple(threat.eps.shape)}")
+    if threat.per_sample and (threat.eps.shape != y.shape or threat.eps.device != x.device):
+        raise UsageError(f"a per-sample eps needs one radius per sample on x's device: "
+                         f"{x.shape[0]} on {x.device}, got {tuple(threat.eps.shape)} on "
+                         f"{threat.eps.device}")
     lower, upper = threat.bounds
     if x.numel() and (float(x.min()) < lower or float(x.max()) > upper):
         raise UsageError(f"x has values outside the threat model's bounds {threat.bounds}")

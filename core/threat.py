@@ -174,7 +174,6 @@ def project_delta(norm, delta, eps):
     if norm == "linf":
         if torch.is_tensor(eps):
             eps = eps.to(delta).view(-1, *[1] * (delta.dim() - 1))
-            return torch.maximum(torch.minimum(delta, eps), -eps)
         return delta.clamp(-eps, eps)
     if norm == "l2":
         norms = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)

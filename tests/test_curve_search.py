@@ -106,7 +106,7 @@ def test_per_sample_eps_is_checked():
     assert torch.equal(threat.select(torch.tensor([1])).eps, torch.tensor([0.2]))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 2])
-    with pytest.raises(UsageError, match="one radius per sample: 3"):
+    with pytest.raises(UsageError, match="one radius per sample on x's device: 3"):
         advx.get_attack("pgd", steps=2)(model, x, y, threat)
     with pytest.raises(UsageError, match="one eps per call"):
         advx.get_attack("deepfool")(model, x[:2], y[:2], threat)

@@ -110,10 +110,11 @@ def test_ascend_drops_fooled_samples_without_changing_results(digits, norm, eps,
     assert bool(new.fooled[early].all())
 
 
-def test_pgd_counts_the_passes_it_spent(digits):
+@pytest.mark.parametrize("name", ["pgd", "bim"])
+def test_iterative_attacks_count_the_passes_they_spent(digits, name):
     model, x, y = digits
     threat = advx.ThreatModel(norm="linf", eps=0.2)
-    result = advx.get_attack("pgd", steps=20)(model, x, y, threat, seed=1)
+    result = advx.get_attack(name, steps=20)(model, x, y, threat, seed=1)
     assert result.queries.max() == 20 and result.queries.min() < 20
     assert bool((result.queries[~result.success] == 20).all())
 

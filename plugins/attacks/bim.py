@@ -7,7 +7,6 @@ from ._gradients import GRADIENT_NORMS
 from ._iterative import (
     ascend,
     attack_labels,
-    constant_queries,
     resolve_step_size,
     step_size_field,
     steps_field,
@@ -24,7 +23,8 @@ class BIM(advx.FixedEpsilonAttack):
     at one grey level per step lets the iterates travel 1.25 eps in all for the usual eps, so
     here ``step_size = 1.25 * eps / steps``.  Targeted, each step descends the cross-entropy of
     the target ("make a 2 read as a 6").  Per sample, the first iterate that fools the model is
-    returned, else the last; costs ``steps`` forward and backward passes.
+    returned, else the last; costs at most ``steps`` forward and backward passes (a fooled
+    sample leaves the batch at the next check, and its queries count the passes it took).
     """
 
     name = "bim"
@@ -40,4 +40,4 @@ class BIM(advx.FixedEpsilonAttack):
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, KURAKIN_TRAVEL)
         result = ascend(model, x, attack_labels(y, targets, threat), threat, start=x,
                         steps=self.steps, step_size=step_size, targeted=threat.targeted)
-        return result.x_adv, constant_queries(x, self.steps)
+        return result.x_adv, result.passes

@@ -5,8 +5,9 @@ attack misclassifies it (K: none).  The search *assumes monotonicity*: a sample 
 eps is fooled at every larger one.  Each sample keeps an interval ``(lo, hi)``: ``lo`` the
 largest index at which a probe left it robust, ``hi`` the smallest at which one fooled it (or
 whose ball holds the distance of an example found at a larger eps: that part is exact).  Every
-round probes each open sample at one index inside its interval, with one batched attack call
-per distinct index and one host sync per round; it ends when every interval is closed, and the
+round probes each open sample at one index inside its interval: one attack call for the whole
+round when the attack takes a per-sample eps (``per_sample_eps``; linf and l2), else one call
+per distinct index; one host sync per round; it ends when every interval is closed, and the
 threshold is ``hi``.  Under monotonicity any choice of probes gives the same thresholds; the
 choice only decides the cost.
 
@@ -32,6 +33,8 @@ import math
 
 import torch
 
+from .threat import PER_SAMPLE_NORMS
+
 RTOL, ATOL = 1e-5, 1e-6  # the tolerance of ThreatModel.contains (its defaults)
 PILOT = 24  # samples per call bisected to calibrate the guide
 GUIDED_PROBES = 4  # probes per guided sample placed at its prior's median, before bisection
@@ -53,14 +56,14 @@ def find_thresholds(attack, model, x, y, threats, *, targets=None, clean_logits=
     search = _Search(attack, model, x, y, threats, targets, clean_logits.argmax(1), seed)
     pilot = pilot_samples(clean_logits, y, PILOT)
     if pilot is None:
-        search.rounds(search.correct, lambda lo, hi, probes: bisection(lo, hi))
+        search.rounds(search.correct, bisection)
     else:
-        search.rounds(pilot, lambda lo, hi, probes: bisection(lo, hi))
+        search.rounds(pilot, bisection)
         log_eps = extended_log_eps([t.eps for t in threats])
         prior = guide_prior(log_margin(clean_logits, y), pilot, search.hi, log_eps)
         rest = search.correct & ~pilot
         if prior is None:
-            search.rounds(rest, lambda lo, hi, probes: bisection(lo, hi))
+            search.rounds(rest, bisection)
         else:
             search.rounds(rest, lambda lo, hi, probes: torch.where(
                 probes < GUIDED_PROBES, prior_median(prior, lo, hi), bisection(lo, hi)))
@@ -75,8 +78,8 @@ class _Search:
         self.threats, self.targets, self.seed = threats, targets, seed
         self.allow = allowances([t.eps for t in threats], threats[0].norm).to(x.device)
         # one call per round, each sample at its own eps, where the attack takes that
-        self.merged = getattr(attack, "per_sample_eps", False) and threats[0].norm in (
-            "l2", "linf")
+        self.merged = (getattr(attack, "per_sample_eps", False)
+                       and threats[0].norm in PER_SAMPLE_NORMS)
         self.eps = torch.tensor([t.eps for t in threats], dtype=x.dtype, device=x.device)
         self.correct = clean_pred == y
         self.best = {"x_adv": x.clone(), "pred": clean_pred.clone(),
@@ -133,8 +136,9 @@ class _Search:
         return {**best, "queries": self.probes}
 
 
-def bisection(lo, hi):
-    """The middle index of each interval."""
+def bisection(lo, hi, probes=None):
+    """The middle index of each interval (``probes``, unused, as :meth:`_Search.rounds`
+    passes it)."""
     return torch.div(lo + hi, 2, rounding_mode="floor")
 
 
@@ -178,7 +182,7 @@ def guide_prior(log_m, pilot, threshold, log_eps):
     design = torch.stack([torch.ones_like(m[inner]), m[inner]], 1)
     coef = torch.linalg.lstsq(design, log_eps[t[inner]].unsqueeze(1)).solution.squeeze(1)
     predicted = coef[0] + coef[1] * log_m.cpu()
-    residuals = log_eps[t] - (coef[0] + coef[1] * m)
+    residuals = log_eps[t] - predicted[pilot.cpu()]
     z = (log_eps[None, :, None] - predicted[:, None, None] - residuals[None, None, :]) / BANDWIDTH
     return (torch.exp(-0.5 * z * z).mean(2) + FLOOR).to(threshold.device)
 

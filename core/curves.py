@@ -12,8 +12,9 @@ found depends on the attack:
 - A fixed-eps attack is probed per sample over the grid (:mod:`advx.curve_search`),
   *assuming monotonicity*: a sample fooled at some eps is fooled at every larger one.  Each
   round probes every open sample at one index of its interval ``(lo, hi)`` (largest index
-  known robust, smallest known fooled), one batched attack call per distinct index, with a seed
-  derived from the sweep's identity, the batch, the round and the index.  A pilot of samples is
+  known robust, smallest known fooled): one attack call per round when the attack takes a
+  per-sample eps, else one per distinct index, seeded from the sweep's identity, the batch,
+  the round and the index.  A pilot of samples is
   bisected; the others start from a guess fitted on the pilot's thresholds against the clean
   margin, then bisect.  A misclassified example at distance ``d`` also certifies, exactly,
   that the sample falls at every grid eps whose ball holds ``d``.  One host sync per round.

@@ -27,7 +27,7 @@ import time
 import advx
 from _readme import update_section
 from advx.cli.run import quickstart_text
-from advx.spec import load_spec, parse_spec
+from advx.run.spec import load_spec, parse_spec
 
 README = pathlib.Path(__file__).with_name("README.md")
 START, END = "<!-- cache-rerun:start -->", "<!-- cache-rerun:end -->"

@@ -2,7 +2,7 @@
 
 madry-cnn on the first 1,000 MNIST test digits, advx PGD Linf (40 steps of 0.01, one random
 start) over 30 eps from 0.01 to 0.3. In one process it times (a) the sweep of the ``curve``
-protocol (:func:`advx.curve_search.find_thresholds`: a pilot bisected, the other digits guided
+protocol (:func:`advx.run.curve_search.find_thresholds`: a pilot bisected, the other digits guided
 by their clean margin, every round one PGD-40 call with a per-sample eps) and (b) a separate
 PGD-40 run at each of the 30 eps, whose robust accuracies are the reference. Per batch the two
 alternate which goes first, so a slow phase of the shared machine hits both, and an untimed
@@ -24,8 +24,8 @@ import time
 import advx
 import torch
 from _timing import load_average, update_section
-from advx import curves
-from advx.units import unit_seed
+from advx.run import curves
+from advx.store.identity import unit_seed
 
 README = pathlib.Path(__file__).with_name("README.md")
 MARKERS = ("<!-- curve:start -->", "<!-- curve:end -->")
@@ -148,7 +148,7 @@ def report(args, grid, n, clean, sweep, naive, wall, loads):
         f"madry-cnn (clean accuracy {clean:.1%}), the first {n} MNIST test digits in batches "
         f"of {args.batch}, {args.threads} torch threads; advx pgd Linf, 40 steps of 0.01, one "
         f"random start; {len(grid)} eps from {grid[0]:g} to {grid[-1]:g}. Sweep: "
-        "`advx.curve_search.find_thresholds`, the `curve` protocol's per-sample search: "
+        "`advx.run.curve_search.find_thresholds`, the `curve` protocol's per-sample search: "
         "it assumes a digit fooled at an eps is fooled at every larger one; 24 digits per "
         "batch are bisected, the others start at a guess fitted on them against the clean "
         "margin; each round is one PGD-40 call with one eps per digit. Naive: a separate "

@@ -4,7 +4,7 @@ import traceback
 
 import advx
 import click
-from advx.errors import AdvxError, ExitCode, UsageError
+from advx.kernel.errors import AdvxError, ExitCode, UsageError
 
 
 class SpecUsageError(click.ClickException):

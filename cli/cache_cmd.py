@@ -5,11 +5,11 @@ import pathlib
 
 import advx
 import click
-from advx.errors import UsageError
-from advx.export import clean_inputs, export_grid, export_npz
-from advx.inventory import files_of, list_sets, removable, verify
-from advx.paths import cache_root
-from advx.store import CorruptSetError, read_set, resolve_key, sets_dir
+from advx.kernel.errors import UsageError
+from advx.store.export import clean_inputs, export_grid, export_npz
+from advx.store.format import CorruptSetError, read_set, resolve_key, sets_dir
+from advx.store.inventory import files_of, list_sets, removable, verify
+from advx.store.paths import cache_root
 
 from . import cli
 
@@ -61,7 +61,7 @@ def info_command(cache_dir, key):
 
 def _file_info(path):
     import h5py
-    from advx.inventory import describe
+    from advx.store.inventory import describe
 
     entry = describe(path)
     info = {"path": str(path), "status": entry.status, "done": entry.done, "total": entry.total,

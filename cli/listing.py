@@ -4,7 +4,7 @@ import json
 
 import advx
 import click
-from advx.registry import KINDS
+from advx.host.registry import KINDS
 
 from . import cli
 

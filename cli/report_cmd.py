@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import click
-from advx.errors import UsageError
-from advx.report import read_report, write_pages
-from advx.report_html import data_uri
+from advx.kernel.errors import UsageError
+from advx.run.report import read_report, write_pages
+from advx.run.report_html import data_uri
 
 from . import cli
 

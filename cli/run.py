@@ -7,9 +7,9 @@ from pathlib import Path
 
 import advx
 import click
-from advx.execute import execute, with_overrides
-from advx.report import markdown
-from advx.spec import load_spec, parse_spec
+from advx.run.execute import execute, with_overrides
+from advx.run.report import markdown
+from advx.run.spec import load_spec, parse_spec
 
 from . import cli
 from .listing import warn_failures

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import advx
 import click
-from advx import defense_stack, zoo
-from advx.spec import load_spec
-from advx.training import evaluate_accuracy
+from advx.run import stack as defense_stack
+from advx.run.spec import load_spec
+from advx.train import zoo
+from advx.train.loop import evaluate_accuracy
 
 from . import cli
 from .listing import warn_failures

@@ -9,10 +9,12 @@ The public API::
 """
 
 from ._version import __version__
-from .attack import Attack, AttackResult, FixedEpsilonAttack, MinimizationAttack
-from .dataset import Dataset, DatasetInfo
-from .defense import Defense, Preprocessor, TrainingDefense
-from .errors import (
+from .host.hookspecs import hookimpl
+from .host.registry import Registry
+from .kernel.attack import Attack, AttackResult, FixedEpsilonAttack, MinimizationAttack
+from .kernel.dataset import Dataset, DatasetInfo
+from .kernel.defense import Defense, Preprocessor, TrainingDefense
+from .kernel.errors import (
     AdvxError,
     DuplicatePluginError,
     ExitCode,
@@ -22,13 +24,11 @@ from .errors import (
     UnknownPluginError,
     UsageError,
 )
-from .hookspecs import hookimpl
-from .model import ModelPlugin
-from .protocol import Protocol
-from .registry import Registry
-from .threat import NORMS, ThreatModel
-from .training import TrainRecipe, evaluate_accuracy, train_model
-from .weights import load_weights, save_weights, weights_digest
+from .kernel.model import ModelPlugin
+from .kernel.protocol import Protocol
+from .kernel.threat import NORMS, ThreatModel
+from .store.weights import load_weights, save_weights, weights_digest
+from .train.loop import TrainRecipe, evaluate_accuracy, train_model
 
 _registry = None
 
@@ -53,7 +53,7 @@ def get_dataset(name, **params):
 
 def get_model(name, dataset="mnist", **kwargs):
     """A trained (cached) or checkpoint-loaded model; see :func:`advx.zoo.load_model`."""
-    from .zoo import load_model
+    from .train.zoo import load_model
 
     return load_model(name, dataset=dataset, **kwargs)
 

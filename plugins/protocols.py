@@ -3,8 +3,8 @@
 import advx
 import attrs
 import torch
-from advx import curves
-from advx.runner import success_rate
+from advx.run import curves
+from advx.run.session import success_rate
 
 from .sanity import sanity_flags
 
@@ -123,9 +123,9 @@ class Curve(RobustAccuracy):
     """Robust accuracy against eps over each attack's eps grid, with the per-sample worst case.
 
     Each attack entry's eps list (or range table) is its grid.  Without one attack per eps
-    (:mod:`advx.curves`): a minimisation attack runs once, unbounded, and a sample is robust at
+    (:mod:`advx.run.curves`): a minimisation attack runs once, unbounded, and a sample is robust at
     an eps unless its minimal adversarial lies within it; a fixed-eps attack is probed per
-    sample over the grid (:mod:`advx.curve_search`: a bisection guided by the clean margin),
+    sample over the grid (:mod:`advx.run.curve_search`: a bisection guided by the clean margin),
     which *assumes monotonicity*: a sample fooled at an eps is fooled at every larger one (fewer
     than log2(K + 1) attack runs per sample for K eps, merged into one call per round when the
     attack takes a per-sample eps; each sweep cached like an adversarial set); a transfer

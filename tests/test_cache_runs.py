@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from advx.cli import cli
-from advx.store import read_set, sets_dir
+from advx.store.format import read_set, sets_dir
 from click.testing import CliRunner
 
 from .conftest import TINY_SPEC

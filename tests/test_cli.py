@@ -5,7 +5,7 @@ import json
 import advx
 import pytest
 from advx.cli import cli
-from advx.errors import ExitCode
+from advx.kernel.errors import ExitCode
 from click.testing import CliRunner
 
 

@@ -7,11 +7,9 @@ import advx
 import attrs
 import pytest
 import torch
-from advx import curves
-from advx.attack import AttackResult
 from advx.cli import cli
-from advx.curve_search import GUIDED_PROBES
-from advx.errors import ExitCode
+from advx.kernel.attack import AttackResult
+from advx.kernel.errors import ExitCode
 from advx.plugins.attacks._gradients import (
     ascent_direction,
     fooled,
@@ -23,8 +21,10 @@ from advx.plugins.attacks._gradients import (
     random_start,
 )
 from advx.plugins.attacks._iterative import Run, ascend
-from advx.runner import Session
-from advx.spec import AttackSpec, PluginSpec, parse_spec
+from advx.run import curves
+from advx.run.curve_search import GUIDED_PROBES
+from advx.run.session import Session
+from advx.run.spec import AttackSpec, PluginSpec, parse_spec
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st

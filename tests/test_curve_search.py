@@ -5,11 +5,11 @@ import math
 import advx
 import pytest
 import torch
-from advx import curve_search
-from advx.attack import AttackResult
-from advx.errors import UsageError
-from advx.inventory import summary
-from advx.threat import project_delta
+from advx.kernel.attack import AttackResult
+from advx.kernel.errors import UsageError
+from advx.kernel.threat import project_delta
+from advx.run import curve_search
+from advx.store.inventory import summary
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from advx.errors import ParameterError, UsageError
+from advx.kernel.errors import ParameterError, UsageError
 from advx.plugins.datasets import fashion, mnist
 from advx.plugins.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, write_idx
 from hypothesis import given, settings

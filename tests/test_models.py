@@ -12,10 +12,10 @@ import attrs
 import h5py
 import pytest
 import torch
-from advx import zoo
-from advx.errors import ParameterError, UnknownPluginError, UsageError
-from advx.training import TrainRecipe
-from advx.weights import load_weights, save_weights, weights_digest
+from advx.kernel.errors import ParameterError, UnknownPluginError, UsageError
+from advx.store.weights import load_weights, save_weights, weights_digest
+from advx.train import zoo
+from advx.train.loop import TrainRecipe
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -185,7 +185,7 @@ class TestWeightStore:
         def explode(*args):
             raise RuntimeError("disk full")
 
-        monkeypatch.setattr("advx.weights._write", explode)
+        monkeypatch.setattr("advx.store.weights._write", explode)
         with pytest.raises(RuntimeError):
             save_weights(nn.Linear(1, 1), tmp_path / "w.h5", {})
         assert list(tmp_path.iterdir()) == []

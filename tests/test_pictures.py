@@ -7,9 +7,9 @@ import advx
 import numpy as np
 import pytest
 import torch
-from advx import pictures, representation
-from advx.defense import Preprocessed
-from advx.pictures import PicturesUnavailable
+from advx.kernel.defense import Preprocessed
+from advx.run import pictures, representation
+from advx.run.pictures import PicturesUnavailable
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")

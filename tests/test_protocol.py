@@ -5,12 +5,12 @@ import types
 import advx
 import pytest
 import torch
-from advx.execute import execute
-from advx.pluginmanager import add_plugin, load_plugins
+from advx.host.pluginmanager import add_plugin, load_plugins
+from advx.host.registry import Registry
 from advx.plugins.protocols import RobustAccuracy
-from advx.registry import Registry
-from advx.runner import Outcome, Session
-from advx.spec import parse_spec
+from advx.run.execute import execute
+from advx.run.session import Outcome, Session
+from advx.run.spec import parse_spec
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -8,9 +8,9 @@ from typing import ClassVar
 import advx
 import attrs
 import pytest
-from advx import hookspecs
-from advx.pluginmanager import add_plugin, load_plugins
-from advx.registry import Registry
+from advx.host import hookspecs
+from advx.host.pluginmanager import add_plugin, load_plugins
+from advx.host.registry import Registry
 
 
 def _attack(attack_name):

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 from advx.cli import cli
-from advx.errors import ExitCode
-from advx.report import html, markdown
+from advx.kernel.errors import ExitCode
+from advx.run.report import html, markdown
 from click.testing import CliRunner
 
 from .conftest import TINY_SPEC

@@ -8,7 +8,7 @@ import advx
 import pytest
 import torch
 from advx.plugins.sanity import sanity_flags
-from advx.spec import AttackSpec, PluginSpec
+from advx.run.spec import AttackSpec, PluginSpec
 from click.testing import CliRunner
 
 

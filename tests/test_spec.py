@@ -4,8 +4,8 @@ from pathlib import Path
 
 import advx
 import pytest
-from advx.spec import SpecError, load_spec, parse_spec, spec_from_dict
-from advx.tomlwrite import dumps
+from advx.run.spec import SpecError, load_spec, parse_spec, spec_from_dict
+from advx.run.tomlwrite import dumps
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -9,9 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from advx.sets import obtain_set
-from advx.setwriter import SetWriter
-from advx.store import (
+from advx.store.format import (
     CorruptSetError,
     SetLock,
     arrays_digest,
@@ -19,6 +17,8 @@ from advx.store import (
     set_key,
     sets_dir,
 )
+from advx.store.obtain import obtain_set
+from advx.store.writer import SetWriter
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -125,7 +125,7 @@ def test_key_is_sensitive_to_every_field():
 
 
 def test_key_is_stable_across_processes():
-    code = ("import json, sys; from advx.store import set_key; "
+    code = ("import json, sys; from advx.store.format import set_key; "
             "print(set_key(json.loads(sys.stdin.read())))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(IDENTITY),
                          capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "7"})
@@ -261,7 +261,7 @@ def test_concurrent_writers_compute_once_and_agree(tmp_path):
 
 def test_lock_is_exclusive_and_removed(tmp_path):
     path = tmp_path / "x.lock"
-    code = ("import sys, time; from advx.store import SetLock\n"
+    code = ("import sys, time; from advx.store.format import SetLock\n"
             "with SetLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(1.0)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
                               text=True)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from advx import NORMS, ThreatModel
+from advx.kernel.threat import distance, project_delta
 from advx.testing.strategies import image_batches, threat_models
-from advx.threat import distance, project_delta
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

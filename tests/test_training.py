@@ -4,10 +4,9 @@ import advx
 import attrs
 import pytest
 import torch
-from advx.errors import ParameterError, UsageError
-from advx.paths import cache_root, models_dir
-from advx.progress import progress_bar
-from advx.training import (
+from advx.kernel.errors import ParameterError, UsageError
+from advx.store.paths import cache_root, models_dir
+from advx.train.loop import (
     TrainRecipe,
     evaluate_accuracy,
     make_optimizer,
@@ -15,6 +14,7 @@ from advx.training import (
     resolve_device,
     train_model,
 )
+from advx.train.progress import progress_bar
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -199,7 +199,7 @@ def test_cosine_schedule_anneals_to_zero(synthetic):
 def test_adversarial_training_raises_robust_accuracy(tmp_path):
     """PGD adversarial training on synthetic data: PGD-10 at linf 0.3 goes from ~0% to far
     above it, clean accuracy stays high."""
-    from advx.zoo import load_model
+    from advx.train.zoo import load_model
 
     data = advx.get_dataset("synthetic", n_train=512, n_test=256)
     base = {"epochs": 3, "batch_size": 64}
@@ -229,7 +229,7 @@ def test_adversarial_training_raises_robust_accuracy(tmp_path):
     ({"norm": "linf", "eps": 0.3}, "adversary"),
 ])
 def test_bad_adversary_is_a_parameter_error(adversary, message):
-    from advx.adversarial_training import adversary_of
+    from advx.train.adversarial import adversary_of
 
     with pytest.raises(advx.ParameterError, match=message):
         adversary_of(advx.TrainRecipe.from_dict({"adversary": adversary}))

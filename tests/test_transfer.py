@@ -6,7 +6,7 @@ import advx
 import pytest
 import torch
 from advx.cli import cli
-from advx.store import read_set, sets_dir
+from advx.store.format import read_set, sets_dir
 from click.testing import CliRunner
 
 from .conftest import TINY_SPEC

@@ -21,9 +21,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..attack import ACCESS, KINDS
-from ..registry import NAME_PATTERN, describe_params
-from ..threat import NORMS, ThreatModel
+from ..host.registry import NAME_PATTERN, describe_params
+from ..kernel.attack import ACCESS, KINDS
+from ..kernel.threat import NORMS, ThreatModel
 from .strategies import eps_values, image_batches
 
 NUM_CLASSES = 10

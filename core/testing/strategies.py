@@ -14,7 +14,7 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ..threat import NORMS, ThreatModel
+from ..kernel.threat import NORMS, ThreatModel
 
 # Largest eps drawn per norm for inputs in [0, 1] with a few hundred coordinates: from a
 # perceptible linf change up to L1/L2/L0 balls that reach well into the box.

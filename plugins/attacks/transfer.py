@@ -4,8 +4,8 @@ the black-box part of Madry et al., 2018)."""
 import advx
 import attrs
 import torch
-from advx.attack import TransferAttack
-from advx.errors import UsageError
+from advx.kernel.attack import TransferAttack
+from advx.kernel.errors import UsageError
 
 
 def _is_table_or_module(instance, attribute, value):

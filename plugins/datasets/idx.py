@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from advx.errors import UsageError
+from advx.kernel.errors import UsageError
 
 # IDX element type code -> big-endian numpy dtype
 IDX_DTYPES = {
@@ -32,7 +32,7 @@ def read_idx(path, magic=None):
 
     ``path`` may be gzip-compressed (detected from its content, not its name). With ``magic``
     (e.g. :data:`IMAGES_MAGIC`), any other magic number is rejected. A malformed, truncated or
-    oversized file raises :class:`~advx.errors.UsageError` naming the file.
+    oversized file raises :class:`~advx.kernel.errors.UsageError` naming the file.
     """
     data = _read_bytes(Path(path))
     dtype, shape, offset = parse_header(data, path, magic)

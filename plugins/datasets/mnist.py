@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import attrs
 import h5py
-from advx.dataset import Dataset, DatasetInfo
-from advx.errors import UsageError
+from advx.kernel.dataset import Dataset, DatasetInfo
+from advx.kernel.errors import UsageError
 
 from .arrays import (
     IDX_FILE_LIST,

@@ -14,8 +14,8 @@ from typing import ClassVar
 import attrs
 import numpy as np
 import torch
-from advx.dataset import Dataset, DatasetInfo
-from advx.errors import ParameterError
+from advx.kernel.dataset import Dataset, DatasetInfo
+from advx.kernel.errors import ParameterError
 
 from .arrays import check_split
 

@@ -2,7 +2,7 @@
 
 Both train on adversarials of each batch, made by advx's own ``pgd`` attack on the model being
 trained (in eval mode, seeded per batch): the recipe's ``adversary`` table, see
-:mod:`advx.adversarial_training`.  Fast adversarial training is the one-step case: FGSM from a
+:mod:`advx.train.adversarial`.  Fast adversarial training is the one-step case: FGSM from a
 uniformly random start in the eps ball, with a step of 1.25 eps, projected back into the ball.
 """
 

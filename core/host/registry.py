@@ -9,13 +9,13 @@ import typing
 
 import attrs
 
-from .attack import Attack
-from .dataset import Dataset
-from .defense import Defense, with_preset
-from .errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
-from .model import ModelPlugin
+from ..kernel.attack import Attack
+from ..kernel.dataset import Dataset
+from ..kernel.defense import Defense, with_preset
+from ..kernel.errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
+from ..kernel.model import ModelPlugin
+from ..kernel.protocol import Protocol
 from .pluginmanager import PluginFailure, load_plugins
-from .protocol import Protocol
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

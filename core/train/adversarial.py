@@ -13,16 +13,16 @@ seeded by the recipe's seed and the batch's position, so training stays reproduc
 
 import torch.nn.functional as F
 
-from .errors import ParameterError, UsageError
-from .threat import ThreatModel
-from .units import unit_seed
+from ..kernel.errors import ParameterError, UsageError
+from ..kernel.threat import ThreatModel
+from ..store.identity import unit_seed
 
 THREAT_KEYS = ("norm", "eps", "clean_weight")
 
 
 def adversary_of(recipe, bounds=(0.0, 1.0)):
     """``(attack, threat, clean_weight)`` of a recipe's adversary; ParameterError if unusable."""
-    from . import get_registry  # the package imports this module lazily
+    from .. import get_registry  # the package imports this module lazily
 
     table = dict(recipe.adversary)
     name = table.pop("name")

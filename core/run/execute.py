@@ -7,13 +7,13 @@ from pathlib import Path
 import attrs
 import torch
 
+from .._version import __version__
+from ..train.loop import resolve_device
 from . import picture_run
-from ._version import __version__
 from .report import write_report
-from .runner import Session
+from .session import Session
 from .spec import PluginSpec
 from .tomlwrite import dumps
-from .training import resolve_device
 
 
 def with_overrides(spec, limit=None, seed=None):

@@ -25,7 +25,7 @@ import attrs
 import h5py
 import numpy as np
 
-from .errors import UsageError
+from ..kernel.errors import UsageError
 
 FORMAT = "advx-adversarial-set"
 FORMAT_VERSION = 1

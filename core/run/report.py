@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import UsageError
+from ..kernel.errors import UsageError
 from .pictures import WORST_CASE
 from .report_html import to_html
 

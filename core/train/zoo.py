@@ -13,12 +13,12 @@ import warnings
 import attrs
 import torch
 
-from ._version import __version__
-from .dataset import Dataset
-from .errors import UsageError
-from .paths import cache_root, models_dir
-from .training import TrainRecipe, evaluate_accuracy, resolve_device, seeded, train_model
-from .weights import FORMAT_VERSION, load_weights, save_weights
+from .._version import __version__
+from ..kernel.dataset import Dataset
+from ..kernel.errors import UsageError
+from ..store.paths import cache_root, models_dir
+from ..store.weights import FORMAT_VERSION, load_weights, save_weights
+from .loop import TrainRecipe, evaluate_accuracy, resolve_device, seeded, train_model
 
 
 def resolve_recipe(model_plugin, recipe):
@@ -88,7 +88,7 @@ def load_model(name, dataset="mnist", *, params=None, recipe=None, checkpoint=No
     weights, their provenance.
     """
     if registry is None:
-        from . import get_registry  # the package imports this module lazily
+        from .. import get_registry  # the package imports this module lazily
 
         registry = get_registry()
     plugin = registry.create("models", name, **(params or {}))

@@ -11,7 +11,7 @@ import uuid
 
 import numpy as np
 
-from .errors import UsageError
+from ..kernel.errors import UsageError
 
 
 def clean_inputs(stored, registry):

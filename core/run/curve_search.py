@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from .threat import PER_SAMPLE_NORMS
+from ..kernel.threat import PER_SAMPLE_NORMS
 
 RTOL, ATOL = 1e-5, 1e-6  # the tolerance of ThreatModel.contains (its defaults)
 PILOT = 24  # samples per call bisected to calibrate the guide

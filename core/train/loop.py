@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from attrs import validators as v
 
-from .errors import ParameterError, UsageError
+from ..kernel.errors import ParameterError, UsageError
 from .progress import progress_bar
 
 OPTIMIZERS = ("adam", "sgd")
@@ -159,7 +159,7 @@ def batch_loss(recipe, bounds):
     on adversarials of it when the recipe has an adversary."""
     if recipe.adversary is None:
         return lambda module, x, y, position: F.cross_entropy(module(x), y)
-    from .adversarial_training import adversarial_loss  # needs the registry: imported late
+    from .adversarial import adversarial_loss  # needs the registry: imported late
 
     return adversarial_loss(recipe, bounds)
 

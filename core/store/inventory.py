@@ -11,7 +11,7 @@ import attrs
 import h5py
 import numpy as np
 
-from .store import (
+from .format import (
     FINAL_SUFFIX,
     PARTIAL_SUFFIX,
     CorruptSetError,

@@ -162,7 +162,7 @@ class TransferAttack(FixedEpsilonAttack):
 
     def source_attack_instance(self):
         """The source attack, built from the ``source_attack`` table by the registry."""
-        from . import get_registry  # the package imports this module first
+        from .. import get_registry  # the package imports this module first
 
         params = {k: v for k, v in self.source_attack.items() if k != "name"}
         return get_registry().create("attacks", self.source_attack["name"], **params)

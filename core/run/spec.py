@@ -26,8 +26,9 @@ from pathlib import Path
 
 import attrs
 
-from .attack import TransferAttack
-from .errors import UsageError
+from ..kernel.attack import TransferAttack
+from ..kernel.errors import UsageError
+from ..kernel.threat import NORMS
 from .picture_run import parse_pictures
 from .specdict import model_spec_dict
 from .specmodels import MODEL_RESERVED, parse_model, parse_models
@@ -44,7 +45,6 @@ from .specparts import (  # noqa: F401  (re-exported: the spec's pieces live in 
     table_at,
     unique_id,
 )
-from .threat import NORMS
 
 ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target")
 TOP_LEVEL_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol",

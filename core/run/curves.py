@@ -43,11 +43,11 @@ import attrs
 import numpy as np
 import torch
 
+from ..store.format import identity_digest, set_key
+from ..store.identity import provenance, result_layout, unit_seed
+from ..store.obtain import obtain_set
+from ..train.progress import progress_bar
 from .curve_search import allowances, certified, find_thresholds
-from .progress import progress_bar
-from .sets import obtain_set
-from .store import identity_digest, set_key
-from .units import provenance, result_layout, unit_seed
 
 
 @attrs.frozen(eq=False)

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import attrs
 
-from .adversarial_training import adversary_of
-from .defense_stack import instances as defense_instances
-from .defense_stack import parse_defenses
-from .errors import UsageError
+from ..kernel.errors import UsageError
+from ..train.adversarial import adversary_of
+from ..train.loop import TrainRecipe
 from .specparts import ModelSpec, array_of_tables, plugin_entry, unique_id
-from .training import TrainRecipe
+from .stack import instances as defense_instances
+from .stack import parse_defenses
 
 MODEL_RESERVED = ("id", "train", "checkpoint", "defenses", "adaptive", "show_non_adaptive")
 

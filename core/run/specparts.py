@@ -2,8 +2,8 @@
 
 import attrs
 
-from .errors import UsageError
-from .threat import ThreatModel
+from ..kernel.errors import UsageError
+from ..kernel.threat import ThreatModel
 
 TARGET_MODES = ("random", "next", "least-likely")
 

@@ -12,17 +12,18 @@ import time
 import attrs
 import torch
 
-from . import defense_stack, zoo
-from .attack import Replay, TransferAttack
-from .errors import UsageError
-from .paths import cache_root
-from .progress import progress_bar
-from .sets import obtain_set
+from ..kernel.attack import Replay, TransferAttack
+from ..kernel.errors import UsageError
+from ..store.format import identity_digest, set_key
+from ..store.identity import provenance, result_arrays, result_layout, set_identity, unit_seed
+from ..store.obtain import obtain_set
+from ..store.paths import cache_root
+from ..store.weights import weights_digest
+from ..train import zoo
+from ..train.progress import progress_bar
+from . import stack as defense_stack
 from .spec import transfer_source
 from .specdict import attack_spec_dict, model_spec_dict
-from .store import identity_digest, set_key
-from .units import provenance, result_arrays, result_layout, set_identity, unit_seed
-from .weights import weights_digest
 
 
 @attrs.frozen

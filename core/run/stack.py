@@ -7,7 +7,7 @@ weights are trained.  ``show_non_adaptive = true`` on the model adds a second en
 the report shows the naive number beside the adaptive one.
 """
 
-from .errors import UsageError
+from ..kernel.errors import UsageError
 from .specparts import PluginSpec
 
 KINDS_IN_STACK = ("preprocessor", "training")
@@ -65,7 +65,7 @@ def wrap(module, preprocessors, adaptive):
 def identity(registry, model_spec):
     """The defense stack as plain data for a set's identity: each defense's name, kind and
     resolved parameters (presets applied), and whether gradients are adaptive."""
-    from .zoo import defense_identity  # zoo imports the package lazily
+    from ..train.zoo import defense_identity  # zoo imports the package lazily
 
     built = [registry.create("defenses", d.name, **d.params) for d in model_spec.defenses]
     return [{**defense_identity(d), "kind": d.kind,

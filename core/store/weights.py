@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..kernel.errors import UsageError
 
 FORMAT = "advx-weights"
 FORMAT_VERSION = 1

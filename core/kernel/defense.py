@@ -94,7 +94,7 @@ class TrainingDefense(Defense):
 
     def train(self, module, dataset, recipe, *, device, progress, label):
         """Train ``module`` on ``dataset`` by ``recipe`` (already adjusted by :meth:`recipe`)."""
-        from .training import train_model  # training imports this package lazily
+        from ..train.loop import train_model  # training imports this package lazily
 
         return train_model(module, dataset, recipe, device=device, progress=progress,
                            label=label)

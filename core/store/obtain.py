@@ -12,8 +12,8 @@ import time
 import attrs
 import numpy as np
 
-from .setwriter import SetWriter
-from .store import FINAL_SUFFIX, CorruptSetError, SetLock, read_set, sets_dir
+from .format import FINAL_SUFFIX, CorruptSetError, SetLock, read_set, sets_dir
+from .writer import SetWriter
 
 log = logging.getLogger("advx")
 

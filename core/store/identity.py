@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import torch
 
-from ._version import __version__
+from .._version import __version__
 
 
 def unit_seed(*parts):

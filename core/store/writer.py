@@ -27,7 +27,7 @@ import uuid
 import h5py
 import numpy as np
 
-from .store import (
+from .format import (
     FINAL_SUFFIX,
     FORMAT,
     FORMAT_VERSION,

@@ -13,8 +13,8 @@ import pathlib
 
 import numpy as np
 
-from .errors import AdvxError
-from .export import _atomic
+from ..kernel.errors import AdvxError
+from ..store.export import _atomic
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 WORST_CASE = "worst case"

@@ -64,7 +64,7 @@ class _Broken(advx.FixedEpsilonAttack):
     flaw: str = attrs.field(metadata={"help": "which rule to break"})
     undocumented: int = attrs.field(default=0)
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         if self.flaw == "global-rng":
             noise = torch.rand(x.shape)  # ignores the seeded generator
             return threat.project(x, x + (2 * noise - 1) * threat.eps)

@@ -16,7 +16,7 @@ class ShiftAttack(advx.FixedEpsilonAttack):
     norms = frozenset({"linf", "l2"})
     shift: float = attrs.field(default=0.0, metadata={"help": "constant added to x"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         return x + self.shift
 
 
@@ -27,7 +27,7 @@ class TwiceEpsAttack(advx.FixedEpsilonAttack):
     name = "twice-eps"
     norms = frozenset({"linf"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         return x + 2 * threat.eps
 
 
@@ -38,7 +38,7 @@ class HalfFarMinimizer(advx.MinimizationAttack):
     name = "half-far"
     norms = frozenset({"linf"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         shift = torch.where(torch.arange(len(x)) % 2 == 0, 0.4, 0.08)
         return x + shift.view(-1, 1, 1, 1), torch.full((len(x),), 3)
 
@@ -51,7 +51,7 @@ class ModeRecorder(advx.FixedEpsilonAttack):
     norms = frozenset({"linf"})
     seen: list = attrs.field(factory=list, metadata={"help": "training flags seen"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         self.seen.append(model.training)
         return x
 
@@ -93,7 +93,7 @@ class TestEnforcement:
 
     def test_wrong_shape_or_dtype_raises(self):
         class Halving(ShiftAttack):
-            def run(self, model, x, y, threat, *, targets, generator):
+            def run(self, model, x, y, threat, *, targets, rng):
                 return x.double()
 
         x, y = centred_batch()
@@ -188,7 +188,7 @@ def test_outputs_within_float_tolerance_are_clipped_exactly_into_the_bounds():
         name: ClassVar[str] = "overshoot"
         norms: ClassVar[frozenset] = frozenset({"linf"})
 
-        def run(self, model, x, y, threat, *, targets, generator):
+        def run(self, model, x, y, threat, *, targets, rng):
             return torch.ones_like(x) + 5e-7
 
     x = torch.full((2, 1, 2, 2), 0.9)

@@ -10,6 +10,7 @@ import torch
 from advx.cli import cli
 from advx.kernel.attack import AttackResult
 from advx.kernel.errors import ExitCode
+from advx.kernel.random import SampleStreams
 from advx.plugins.attacks._gradients import (
     ascent_direction,
     fooled,
@@ -95,7 +96,7 @@ def _old_ascend(model, x, labels, threat, *, start, steps, step_size, targeted, 
 def test_ascend_drops_fooled_samples_without_changing_results(digits, norm, eps, step):
     model, x, y = digits
     threat = advx.ThreatModel(norm=norm, eps=eps)
-    start = random_start(threat, x, torch.Generator().manual_seed(0))
+    start = random_start(threat, x, SampleStreams.from_seed(0, len(x)))
     kwargs = {"start": start, "steps": 23, "step_size": step, "targeted": False,
               "check_final": True}
     new, old = ascend(model, x, y, threat, **kwargs), _old_ascend(model, x, y, threat, **kwargs)

@@ -22,7 +22,7 @@ def _attack(attack_name):
         norms: ClassVar[frozenset] = frozenset({"linf"})
         strength: float = attrs.field(default=1.0, metadata={"help": "how hard"})
 
-        def run(self, model, x, y, threat, *, targets, generator):
+        def run(self, model, x, y, threat, *, targets, rng):
             return x
 
     return Dummy

@@ -15,6 +15,8 @@ import attrs
 import torch
 
 from .errors import ThreatModelViolation, UsageError
+from .model import reject_index
+from .random import SampleStreams
 from .threat import ThreatModel
 
 ACCESS = ("gradient", "score", "decision", "transfer")
@@ -50,7 +52,7 @@ class Attack:
     # different eps in one call.
     per_sample_eps: ClassVar[bool] = False
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         """Return adversarial inputs for the batch, or ``(x_adv, queries)``.
 
         :param model: a module in eval mode mapping inputs to logits.
@@ -58,7 +60,10 @@ class Attack:
         :param y: true labels (int64).
         :param threat: the :class:`ThreatModel`; ``threat.eps`` is None only for minimisation.
         :param targets: target labels when ``threat.targeted``, else None.
-        :param generator: a seeded :class:`torch.Generator` on x's device for any randomness.
+        :param rng: :class:`~advx.kernel.random.SampleStreams`, one random stream per sample of
+            the batch on x's device, for any randomness (``rng.select(index).rand(...)`` for
+            the samples ``index``): draw only from it, so that a sample's result depends on its
+            own stream and not on the rest of the batch.
         """
         raise NotImplementedError
 
@@ -80,25 +85,35 @@ class Attack:
         if threat.per_sample and not self.per_sample_eps:
             raise UsageError(f"attack {self.name!r} takes one eps per call, not one per sample")
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in vars(cls):
+            raise TypeError(f"{cls.__qualname__} overrides Attack.__call__, where the core checks "
+                            "every result against its threat model; override run() instead")
+
     def __call__(self, model, x, y, threat, *, targets=None, seed=None):
-        """Attack ``model`` on the batch ``(x, y)`` under ``threat``; see :class:`AttackResult`."""
+        """Attack ``model`` on the batch ``(x, y)`` under ``threat``; see :class:`AttackResult`.
+
+        ``seed`` is an int (row ``i`` draws from the stream of ``(seed, i)``), an int64 tensor
+        of one seed per sample (a sample's result then depends on its seed alone, not on the
+        rest of the batch), or None (seed 0).  Final: subclasses override :meth:`run`.
+        """
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"threat must be an advx.ThreatModel, got {type(threat).__name__}")
         self.check_threat(threat)
         _check_batch(x, y, targets, threat)
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(0 if seed is None else int(seed))
+        rng = _streams(seed, x)
         was_training = model.training
         model.eval()
         try:
-            out = self.run(model, x, y, threat, targets=targets, generator=generator)
+            out = self.run(model, x, y, threat, targets=targets, rng=rng)
             x_adv, queries = out if isinstance(out, tuple) else (out, None)
             x_adv = self._enforce(x, x_adv.detach(), threat)
             with torch.no_grad():
                 pred = model(x_adv).argmax(1)
         finally:
             model.train(was_training)
-        return self._result(x, y, x_adv, pred, threat, targets, queries)
+        return self._result(x, y, x_adv, pred, threat, targets, queries, reject_index(model))
 
     def _enforce(self, x, x_adv, threat):
         """The core's check of the returned examples against the threat model."""
@@ -124,8 +139,10 @@ class Attack:
                 f"radius {_describe(threat.eps)} (largest distance {worst:.6g})")
         return x_adv
 
-    def _result(self, x, y, x_adv, pred, threat, targets, queries):
+    def _result(self, x, y, x_adv, pred, threat, targets, queries, rejected):
         success = pred == targets if threat.targeted else pred != y
+        if rejected is not None:  # a detector's "rejected" output is no success
+            success &= pred != rejected
         if queries is None:
             queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         return AttackResult(x_adv=x_adv, success=success, distance=threat.distance(x, x_adv),
@@ -189,7 +206,7 @@ class Replay(FixedEpsilonAttack):
 
     examples: torch.Tensor = attrs.field(metadata={"help": "the examples, aligned with x"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         return self.examples.to(device=x.device, dtype=x.dtype)
 
 
@@ -217,3 +234,13 @@ def _check_batch(x, y, targets, threat):
             raise UsageError("a targeted threat model needs targets: an int64 tensor like y")
     elif targets is not None:
         raise UsageError("targets were given but the threat model is not targeted")
+
+
+def _streams(seed, x):
+    """The :class:`SampleStreams` of a call: from one int, or from one seed per sample."""
+    if torch.is_tensor(seed):
+        if seed.dtype != torch.int64 or seed.shape != (len(x),):
+            raise UsageError(f"a per-sample seed must be an int64 tensor of shape ({len(x)},), "
+                             f"got {seed.dtype} {tuple(seed.shape)}")
+        return SampleStreams(seed.to(x.device))
+    return SampleStreams.from_seed(0 if seed is None else int(seed), len(x), x.device)

@@ -21,12 +21,12 @@ class RandomSignAttack(advx.FixedEpsilonAttack):
     tries: int = attrs.field(default=10, validator=attrs.validators.ge(1),
                              metadata={"help": "random corners tried per sample (= queries)"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         best = x.clone()
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         with torch.no_grad():
             for _ in range(self.tries):
-                signs = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
+                signs = rng.randint(0, 2, x.shape[1:])
                 candidate = threat.project(x, x + threat.eps * (2.0 * signs - 1.0))
                 pred = model(candidate).argmax(1)
                 fooled = (pred == targets) if threat.targeted else (pred != y)

@@ -110,8 +110,9 @@ def ascent_step(norm, project, x_adv, grad, step_size):
     return project(torch.add(x_adv, direction, alpha=step_size))
 
 
-def random_start(threat, x, generator):
-    """A point drawn uniformly from the threat model's ball around ``x``, clipped to the bounds.
+def random_start(threat, x, rng):
+    """A point drawn uniformly from the threat model's ball around ``x``, clipped to the bounds;
+    ``rng`` holds one random stream per sample of ``x``.
 
     linf: each coordinate uniform in [-eps, eps].  l2: uniform over the ball's volume, i.e. a
     direction uniform on the sphere (a normalised Gaussian) and a radius ``eps * u ** (1 / d)``
@@ -119,12 +120,12 @@ def random_start(threat, x, generator):
     dimensions of images this radius is close to ``eps`` (the sphere holds most of the volume).
     """
     if threat.norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = rng.rand(x.shape[1:], dtype=x.dtype)
         delta = (2 * noise - 1) * threat.radius(x)
     elif threat.norm == "l2":
-        gaussian = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        gaussian = rng.randn(x.shape[1:], dtype=x.dtype)
         direction = ascent_direction("l2", gaussian)
-        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        u = rng.rand(dtype=x.dtype)
         dims = x[0].numel()
         delta = direction * per_sample(threat.radius(u) * u.pow(1.0 / max(dims, 1)), x)
     else:

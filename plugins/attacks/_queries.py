@@ -79,10 +79,10 @@ def pixel_shape(x):
     return (n, 1, height, width)
 
 
-def uniform_noise(x, bounds, generator, shape=None):
-    """Noise uniform in ``bounds``, shaped like ``x`` (or ``shape``), on its device and dtype."""
+def uniform_noise(x, bounds, rng):
+    """Noise uniform in ``bounds``, shaped like ``x``, from ``rng`` (a stream per sample)."""
     lower, upper = bounds
-    u = torch.rand(shape or x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    u = rng.rand(x.shape[1:], dtype=x.dtype)
     return lower + (upper - lower) * u
 
 

@@ -98,10 +98,10 @@ class _APGD(advx.FixedEpsilonAttack):
         """The per-sample loss that the attack maximises."""
         raise NotImplementedError
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-        best, passes = self._one_run(model, x, y, targets, labels, threat, generator)
+        best, passes = self._one_run(model, x, y, targets, labels, threat, rng)
         queries += passes
         for _ in range(self.restarts - 1):
             # One host sync per restart (never per step): attack only the unfooled samples.
@@ -110,12 +110,12 @@ class _APGD(advx.FixedEpsilonAttack):
                 break
             run, passes = self._one_run(model, x[index], y[index],
                                         None if targets is None else targets[index],
-                                        labels[index], threat, generator)
+                                        labels[index], threat, rng.select(index))
             queries[index] += passes
             best = merge(best, run, index)
         return best.x_adv, queries
 
-    def _one_run(self, model, x, y, targets, labels, threat, generator):
+    def _one_run(self, model, x, y, targets, labels, threat, rng):
         """One run from a random start; returns ``(Run, passes)``.
 
         Per sample the first iterate that fools the model is kept (the sample is frozen there),
@@ -128,7 +128,7 @@ class _APGD(advx.FixedEpsilonAttack):
                              targeted)
 
         project = projection_onto(threat, x)
-        x_adv = random_start(threat, x, generator)
+        x_adv = random_start(threat, x, rng)
         loss, grad, logits = _loss_and_gradient(model, x_adv, loss_fn)
         state = _State.start(x_adv, loss, grad, fooled(logits, labels, targeted), 2 * threat.eps)
         marks = checkpoints(self.steps)

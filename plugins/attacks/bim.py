@@ -36,7 +36,7 @@ class BIM(advx.FixedEpsilonAttack):
     steps: int = steps_field(10)
     step_size: float | None = step_size_field("1.25 * eps / steps")
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, KURAKIN_TRAVEL)
         result = ascend(model, x, attack_labels(y, targets, threat), threat, start=x,
                         steps=self.steps, step_size=step_size, targeted=threat.targeted)

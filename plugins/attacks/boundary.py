@@ -74,22 +74,22 @@ class Boundary(advx.MinimizationAttack):
     init_search_steps: int = count_field(
         10, "binary-search steps blending the noise start toward x", minimum=0)
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         queries = no_queries(x)
         draws = min(self.init_draws, self.queries - 1 - self.init_search_steps)
-        start, walking = blended_start(model, x, labels, threat, queries, generator,
+        start, walking = blended_start(model, x, labels, threat, queries, rng,
                                        draws=draws, search_steps=self.init_search_steps)
         if walking.numel() == 0:
             return start, queries
-        walk = _Walk(self, model, x[walking], labels[walking], threat, generator)
+        walk = _Walk(self, model, x[walking], labels[walking], threat, rng.select(walking))
         adv, spent = walk.run(start[walking], queries[walking])
         start[walking] = adv
         queries[walking] = spent
         return start, queries
 
 
-def blended_start(model, x, labels, threat, queries, generator, *, draws, search_steps):
+def blended_start(model, x, labels, threat, queries, rng, *, draws, search_steps):
     """Adversarial starts and the indices of the samples that need a walk from them.
 
     Clean adversarials start (and stay) at x; samples without an adversarial noise draw are
@@ -102,7 +102,7 @@ def blended_start(model, x, labels, threat, queries, generator, *, draws, search
         index = (~found).nonzero().squeeze(1)  # one host sync per draw
         if index.numel() == 0:
             break
-        draw = uniform_noise(x[index], threat.bounds, generator)
+        draw = uniform_noise(x[index], threat.bounds, rng.select(index))
         hit = adversarial(model, draw, labels[index], threat.targeted)
         queries[index] += 1
         noise[index] = where_sample(hit, draw, noise[index])
@@ -129,9 +129,9 @@ def _blend(x, noise, weight):
 class _Walk:
     """The walk of the samples that have an adversarial start; state is per sample."""
 
-    def __init__(self, attack, model, x, labels, threat, generator):
+    def __init__(self, attack, model, x, labels, threat, rng):
         self.attack, self.model, self.x, self.labels = attack, model, x, labels
-        self.threat, self.generator = threat, generator
+        self.threat, self.rng = threat, rng
         like = {"device": x.device, "dtype": x.dtype}
         self.spherical = torch.full((len(x),), attack.spherical_step, **like)
         self.source = torch.full((len(x),), attack.source_step, **like)
@@ -159,7 +159,7 @@ class _Walk:
         for step in range(CHECK_EVERY):
             check = step == CHECK_EVERY - 1
             candidate, on_sphere = _proposals(x, adv, steps["spherical"], steps["source"],
-                                              self.threat.bounds, self.generator)
+                                              self.threat.bounds, self.rng.select(rows))
             tried = torch.cat([candidate, on_sphere]) if check else candidate
             hit = adversarial(self.model, tried, labels.repeat(1 + check), self.threat.targeted)
             can_step = spent < budget
@@ -211,7 +211,7 @@ def _clear(window, rows):
     return torch.where(rows[:, None], math.nan, window)
 
 
-def _proposals(x, adv, spherical, source, bounds, generator):
+def _proposals(x, adv, spherical, source, bounds, rng):
     """The full candidate and the spherical candidate of one step, per sample.
 
     The spherical candidate lies (before clipping) on the sphere around x through x_adv, at an
@@ -222,7 +222,7 @@ def _proposals(x, adv, spherical, source, bounds, generator):
     toward_x = flat_x - adv.flatten(1)
     distance = l2_norms(toward_x).clamp_min(1e-12)
     unit = toward_x / distance[:, None]
-    eta = torch.randn(flat_x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    eta = rng.randn(flat_x.shape[1:], dtype=x.dtype)
     eta = eta - (eta * unit).sum(1, keepdim=True) * unit
     eta = eta * (spherical * distance / l2_norms(eta).clamp_min(1e-12))[:, None]
     on_sphere = flat_x + (eta - toward_x) / (spherical.square() + 1).sqrt()[:, None]

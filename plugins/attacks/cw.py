@@ -88,7 +88,7 @@ class CarliniWagnerL2(advx.MinimizationAttack):
              "the 0.1-10 that logit margins need; equal at 9 rounds, worse with fewer)")
     confidence: float = confidence_field()
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         box = _TanhBox(threat.bounds)
         w_start = box.to_w(x)
@@ -180,18 +180,19 @@ class CarliniWagnerLinf(advx.FixedEpsilonAttack):
         metadata={"help": "independent runs; per sample the strongest result is kept"})
     confidence: float = confidence_field()
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL)
         return with_restarts(
-            lambda xs, ls, _: self._one_run(model, xs, ls, threat, step_size, generator),
+            lambda xs, ls, index: self._one_run(model, xs, ls, threat, step_size,
+                                                 rng if index is None else rng.select(index)),
             x, labels, steps=self.steps, restarts=self.restarts)
 
-    def _one_run(self, model, x, labels, threat, step_size, generator):
+    def _one_run(self, model, x, labels, threat, step_size, rng):
         """One run of projected steps; ``fooled`` in the :class:`Run` means margin >= kappa."""
         targeted, kappa = threat.targeted, self.confidence
         project = projection_onto(threat, x)
-        x_adv = random_start(threat, x, generator) if self.random_start else x
+        x_adv = random_start(threat, x, rng) if self.random_start else x
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(self.steps):
             grad, logits = clamped_margin_gradient(model, x_adv, labels, targeted, kappa)

@@ -53,7 +53,7 @@ class DDN(advx.MinimizationAttack):
     max_step: float = _positive_float(1.0, "step size alpha of the first step")
     min_step: float = _positive_float(0.01, "step size alpha that the cosine schedule ends at")
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels, targeted = attack_labels(y, targets, threat), threat.targeted
         lower, upper = threat.bounds
         farthest = torch.maximum(x - lower, upper - x).flatten(1).norm(p=2, dim=1)

@@ -53,7 +53,7 @@ class DeepFool(advx.MinimizationAttack):
         metadata={"help": "classes considered: the true label and the highest-ranked others "
                           "by the clean logits (capped at the number of classes)"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         x_adv, total = x.clone(), torch.zeros_like(x)
         queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         index, others = torch.arange(len(x), device=x.device), None

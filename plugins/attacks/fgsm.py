@@ -22,7 +22,7 @@ class FGSM(advx.FixedEpsilonAttack):
     supports_targeted = True
     per_sample_eps = True
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         grad, _ = objective_gradient(model, x, labels, threat.targeted)
         x_adv = ascent_step(threat.norm, projection_onto(threat, x), x, grad, threat.radius(x))

@@ -116,7 +116,7 @@ class JSMA(advx.MinimizationAttack):
         metadata={"help": "largest fraction of the pixels that may be changed when the "
                           "threat model has no eps (with an eps, eps pixels may be)"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         pixels = pixel_values(x).shape[1]
         # The paper's gamma bounds the distortion; a threat model's eps, if given, rules.
         budget = math.floor(self.gamma * pixels) if threat.eps is None else int(threat.eps)

@@ -24,7 +24,7 @@ class _NoiseAttack(advx.FixedEpsilonAttack):
 
     repeats: int = count_field(1, "noise draws per sample; the first that fools the model is kept")
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         queries = no_queries(x)
         x_adv = x.clone()
@@ -33,14 +33,15 @@ class _NoiseAttack(advx.FixedEpsilonAttack):
             index = pending.nonzero().squeeze(1)  # one host sync per draw
             if index.numel() == 0:
                 break
-            draw = (x[index] + self.delta(x[index], threat.eps, generator)).clamp(*threat.bounds)
+            noise = self.delta(x[index], threat.eps, rng.select(index))
+            draw = (x[index] + noise).clamp(*threat.bounds)
             hit = adversarial(model, draw, labels[index], threat.targeted)
             queries[index] += 1
             x_adv[index] = draw
             pending[index] = ~hit
         return x_adv, queries
 
-    def delta(self, x, eps, generator):
+    def delta(self, x, eps, rng):
         """One noise perturbation per sample inside the ball of radius ``eps``."""
         raise NotImplementedError
 
@@ -57,8 +58,8 @@ class GaussianNoise(_NoiseAttack):
     name = "gaussian-noise"
     norms = frozenset({"l2"})
 
-    def delta(self, x, eps, generator):
-        gaussian = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    def delta(self, x, eps, rng):
+        gaussian = rng.randn(x.shape[1:], dtype=x.dtype)
         return ascent_direction("l2", gaussian) * eps
 
 
@@ -73,6 +74,6 @@ class UniformNoise(_NoiseAttack):
     name = "uniform-noise"
     norms = frozenset({"linf"})
 
-    def delta(self, x, eps, generator):
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    def delta(self, x, eps, rng):
+        noise = rng.rand(x.shape[1:], dtype=x.dtype)
         return (2 * noise - 1) * eps

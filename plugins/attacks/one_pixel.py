@@ -54,7 +54,7 @@ class OnePixel(advx.FixedEpsilonAttack):
               "(None: population * (iterations + 1))", _covers_one_generation)
     max_batch: int = count_field(4096, "most perturbed images per forward pass")
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         queries = no_queries(x)
         pixels = int(threat.eps)
         if pixels == 0 or len(x) == 0:
@@ -64,7 +64,7 @@ class OnePixel(advx.FixedEpsilonAttack):
         budget = self.queries or self.population * (self.iterations + 1)
         score = _Scorer(model, images, x.shape[1:], labels, threat.targeted, self.max_batch)
         everyone = torch.arange(len(x), device=x.device)
-        members = _initial(images, pixels, self.population, threat.bounds, generator)
+        members = _initial(images, pixels, self.population, threat.bounds, rng)
         fitness, hit = score(everyone, members)
         queries += self.population
         spent = self.population
@@ -75,7 +75,7 @@ class OnePixel(advx.FixedEpsilonAttack):
             if size <= 0 or active.numel() == 0:
                 break
             parents = members[active]
-            children = _mutate(parents, size, images.shape[2:], threat.bounds, generator)
+            children = _mutate(parents, size, images.shape[2:], threat.bounds, rng.select(active))
             child_fitness, child_hit = score(active, children)
             better = child_fitness <= fitness[active, :size]
             parents[:, :size] = torch.where(better[..., None, None], children, parents[:, :size])
@@ -113,27 +113,25 @@ class _Scorer:
         return torch.cat(fitness).view(count, size), torch.cat(hit).view(count, size)
 
 
-def _initial(images, pixels, population, bounds, generator):
+def _initial(images, pixels, population, bounds, rng):
     """The first population: (N, population, pixels, 2 + C) tuples (row, column, values)."""
-    n, channels, height, width = images.shape
-    like = {"generator": generator, "device": images.device, "dtype": images.dtype}
-    coords = torch.rand(n, population, pixels, 2, **like)
+    _, channels, height, width = images.shape
+    coords = rng.rand(population, pixels, 2, dtype=images.dtype)
     coords = coords * torch.tensor([height, width], device=images.device, dtype=images.dtype)
     lower, upper = bounds
-    values = torch.randn(n, population, pixels, channels, **like)
+    values = rng.randn(population, pixels, channels, dtype=images.dtype)
     values = ((lower + upper) / 2 + (upper - lower) / 2 * values).clamp(lower, upper)
     return torch.cat([coords, values], dim=3)
 
 
-def _mutate(members, size, side, bounds, generator):
+def _mutate(members, size, side, bounds, rng):
     """DE/rand/1 children ``a + F (b - c)`` for the first ``size`` members of each sample."""
-    count, population = members.shape[:2]
-    shape, like = (count, size), {"generator": generator, "device": members.device}
-    first = torch.randint(0, population, shape, **like)
-    second = (first + 1 + torch.randint(0, population - 1, shape, **like)) % population
+    population = members.shape[1]
+    first = rng.randint(0, population, size)
+    second = (first + 1 + rng.randint(0, population - 1, size)) % population
     # A third index uniform over the others: draw among population - 2, skip the two taken.
     low, high = torch.minimum(first, second), torch.maximum(first, second)
-    third = torch.randint(0, population - 2, shape, **like)
+    third = rng.randint(0, population - 2, size)
     third = third + (third >= low)
     third = third + (third >= high)
     def pick(index):

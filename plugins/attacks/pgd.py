@@ -57,17 +57,18 @@ class PGD(advx.FixedEpsilonAttack):
                               _restarts_need_random_start],
         metadata={"help": "independent runs; per sample the strongest result is kept"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         step_size = resolve_step_size(self.step_size, threat.eps, self.steps, TRAVEL,
                                       self.rel_step_size)
         return with_restarts(
             lambda xs, ls, index: self._one_run(model, xs, ls, threat.select(index),
-                                                select(step_size, index), generator),
+                                                select(step_size, index),
+                                                rng if index is None else rng.select(index)),
             x, labels, steps=self.steps, restarts=self.restarts)
 
-    def _one_run(self, model, x, labels, threat, step_size, generator):
-        start = random_start(threat, x, generator) if self.random_start else x
+    def _one_run(self, model, x, labels, threat, step_size, rng):
+        start = random_start(threat, x, rng) if self.random_start else x
         return ascend(model, x, labels, threat, start=start, steps=self.steps,
                       step_size=step_size, targeted=threat.targeted,
                       check_final=self.restarts > 1)

@@ -47,15 +47,15 @@ class Pointwise(advx.MinimizationAttack):
         0, "binary-search steps per remaining pixel after the resets (0: none; Foolbox uses "
            "10); lowers L2 but not L0", minimum=0)
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         labels = attack_labels(y, targets, threat)
         queries = no_queries(x)
         steps = self.init_steps if self.queries is None else min(self.init_steps,
                                                                   self.queries - 1)
-        start, found = salt_and_pepper_search(model, x, labels, threat, queries, generator,
+        start, found = salt_and_pepper_search(model, x, labels, threat, queries, rng,
                                               steps=steps, budget=self.queries)
         index = (found & (start != x).flatten(1).any(1)).nonzero().squeeze(1)
-        sweep = _Sweep(model, x[index], labels[index], threat, self.queries, generator)
+        sweep = _Sweep(model, x[index], labels[index], threat, self.queries, rng.select(index))
         adv, spent = start[index], queries[index]
         improved = torch.ones(len(index), dtype=torch.bool, device=x.device)
         while True:
@@ -72,10 +72,10 @@ class Pointwise(advx.MinimizationAttack):
 class _Sweep:
     """One pass over the changed pixels of the samples that ask for it."""
 
-    def __init__(self, model, x, labels, threat, budget, generator):
+    def __init__(self, model, x, labels, threat, budget, rng):
         self.model, self.x, self.labels, self.targeted = model, x, labels, threat.targeted
         self.eps = threat.eps
-        self.budget, self.generator = budget, generator
+        self.budget, self.rng = budget, rng
 
     def __call__(self, adv, spent, active, *, search_steps):
         """``(x_adv, improved, queries, tried)``: ``tried`` is False when no sample had a pixel
@@ -83,8 +83,6 @@ class _Sweep:
         cost = max(search_steps, 1)
         x, images = pixel_view(self.x), pixel_view(adv).clone()
         changed = (images != x).any(1).flatten(1)
-        keys = torch.rand(changed.shape, generator=self.generator, device=x.device)
-        order = torch.where(changed, keys, 2.0).argsort(dim=1)  # changed pixels first, shuffled
         count = changed.sum(1)
         if self.eps is not None and not search_steps:  # within eps the sample is decided
             active = active & (count > self.eps)
@@ -98,7 +96,10 @@ class _Sweep:
             return adv, improved, spent, False
         descending = [-counts[i] for i in rows]
         rows = torch.tensor(rows, device=x.device)
-        mine, theirs, order, labels = images[rows], x[rows], order[rows], self.labels[rows]
+        # Only the samples that try pixels draw an order: a sample's draws follow its own passes.
+        keys = self.rng.select(rows).rand(changed.shape[1:])
+        order = torch.where(changed[rows], keys, 2.0).argsort(dim=1)  # changed first, shuffled
+        mine, theirs, labels = images[rows], x[rows], self.labels[rows]
         hits = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
         for j in range(-descending[0]):
             k = bisect.bisect_left(descending, -j)  # samples with more than j pixels to try

@@ -40,14 +40,14 @@ class SaltAndPepper(advx.MinimizationAttack):
 
     steps: int = count_field(1000, "noise draws per sample (its queries after the clean check)")
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         queries = no_queries(x)
-        best, _ = salt_and_pepper_search(model, x, y, threat, queries, generator,
+        best, _ = salt_and_pepper_search(model, x, y, threat, queries, rng,
                                          steps=self.steps)
         return best, queries
 
 
-def salt_and_pepper_search(model, x, labels, threat, queries, generator, *, steps, budget=None):
+def salt_and_pepper_search(model, x, labels, threat, queries, rng, *, steps, budget=None):
     """``(x_adv, found)``: the sparsest salt-and-pepper adversarial per sample, else x.
 
     ``queries`` is increased in place and, with a ``budget``, never beyond it.  Targeted, an
@@ -65,17 +65,17 @@ def salt_and_pepper_search(model, x, labels, threat, queries, generator, *, step
         index = (~done).nonzero().squeeze(1)  # one host sync per block
         if index.numel() == 0:
             break
-        _block(model, x[index], labels[index], threat, generator, state, index, queries,
+        _block(model, x[index], labels[index], threat, rng.select(index), state, index, queries,
                range(first, min(first + BLOCK, steps)), steps, budget)
     return state["best"], state["l0"] < math.inf
 
 
-def _block(model, x, labels, threat, generator, state, index, queries, steps, total, budget):
+def _block(model, x, labels, threat, rng, state, index, queries, steps, total, budget):
     """Up to ten draws for the samples ``index``, updating ``state`` and ``queries``."""
     part = {key: value[index] for key, value in state.items()}
     spent = queries[index]
     for step in steps:
-        noisy = _noise(x, part["density"], threat.bounds, generator)
+        noisy = _noise(x, part["density"], threat.bounds, rng)
         asks = spent < budget if budget is not None else torch.ones_like(spent, dtype=torch.bool)
         asks &= part["l0"] > (threat.eps or 0)
         hit = adversarial(model, noisy, labels, threat.targeted) & asks
@@ -90,12 +90,12 @@ def _block(model, x, labels, threat, generator, state, index, queries, steps, to
     queries[index] = spent
 
 
-def _noise(x, density, bounds, generator):
+def _noise(x, density, bounds, rng):
     """``x`` with each pixel set to the upper bound with probability density / 2 and to the
     lower bound with probability density / 2 (per sample density; channels move together),
     except where that would move the pixel by less than half the bounds' width."""
     lower, upper = bounds
-    u = torch.rand(pixel_shape(x), generator=generator, device=x.device, dtype=x.dtype)
+    u = rng.rand(pixel_shape(x)[1:], dtype=x.dtype)
     half = density.view(-1, 1, 1, 1) / 2
     images = pixel_view(x)
     noisy = torch.where(u >= 1 - half, upper, torch.where(u < half, lower, images))

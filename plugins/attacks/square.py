@@ -44,14 +44,16 @@ def window_side(p, shape, norm):
     return max(1, min(side, h, w))
 
 
-def windows(n, side, shape, generator, device):
-    """Per-sample square windows: ``(mask (n, 1, H, W) bool, rows (n,), cols (n,))``.
+def windows(side, shape, rng):
+    """Per-sample square windows: ``(mask (n, 1, H, W) bool, rows (n,), cols (n,))``, one per
+    stream of ``rng``.
 
     The top-left corner is uniform over all positions where the window fits.
     """
     _, h, w = shape
-    rows = torch.randint(0, h - side + 1, (n,), generator=generator, device=device)
-    cols = torch.randint(0, w - side + 1, (n,), generator=generator, device=device)
+    device = rng.device
+    rows = rng.randint(0, h - side + 1)
+    cols = rng.randint(0, w - side + 1)
     r = torch.arange(h, device=device)
     c = torch.arange(w, device=device)
     in_rows = (r >= rows[:, None]) & (r < rows[:, None] + side)
@@ -59,10 +61,9 @@ def windows(n, side, shape, generator, device):
     return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1), rows, cols
 
 
-def random_signs(shape, generator, like):
-    """A tensor of +-1 of ``shape``, on ``like``'s device and dtype."""
-    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
-    return (2 * bits - 1).to(like.dtype)
+def random_signs(shape, rng, like):
+    """+-1 of per-sample ``shape`` (a tensor (n, *shape)), in ``like``'s dtype."""
+    return (2 * rng.randint(0, 2, shape) - 1).to(like.dtype)
 
 
 @attrs.frozen(kw_only=True)
@@ -94,7 +95,7 @@ class Square(advx.FixedEpsilonAttack):
                           "schedule (rescaled to the query budget)"})
 
     @torch.no_grad()
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         if x.dim() != 4:
             raise advx.UsageError(f"attack {self.name!r} needs image batches (N, C, H, W)")
         labels = attack_labels(y, targets, threat)
@@ -103,15 +104,16 @@ class Square(advx.FixedEpsilonAttack):
         done = fooled(logits, labels, threat.targeted)
         x_best = x.clone()
         loss = margin(logits, labels, threat.targeted)
-        search = _Search(self, x, threat, generator)
+        search = _Search(self, x, threat)
         for iteration in range(-1, self.queries - 2):  # -1: the start point
             index = (~done).nonzero().squeeze(1)  # the host sync of this iteration
             if index.numel() == 0:
                 break
+            streams = rng.select(index)
             if iteration < 0:
-                proposal = search.start(index)
+                proposal = search.start(index, streams)
             else:
-                proposal = search.propose(index, x_best[index], iteration)
+                proposal = search.propose(index, x_best[index], iteration, streams)
             logits = model(proposal)
             spent[index] += 1
             new_loss = margin(logits, labels[index], threat.targeted)
@@ -126,8 +128,8 @@ class Square(advx.FixedEpsilonAttack):
 class _Search:
     """The proposals of one Square Attack run on a batch (the samples picked by ``index``)."""
 
-    def __init__(self, attack, x, threat, generator):
-        self.attack, self.x, self.threat, self.generator = attack, x, threat, generator
+    def __init__(self, attack, x, threat):
+        self.attack, self.x, self.threat = attack, x, threat
         self.shape = tuple(x.shape[1:])
         self.patterns = {}  # side -> the l2 bump of that side
         if threat.norm == "linf":
@@ -135,25 +137,24 @@ class _Search:
             self.low = (x - threat.eps).clamp_min(lower)
             self.high = (x + threat.eps).clamp_max(upper)
 
-    def start(self, index):
+    def start(self, index, rng):
         """The first point: stripes (linf) or a grid of bumps (l2)."""
         if self.threat.norm == "linf":
             c, _, w = self.shape
-            signs = random_signs((len(index), c, 1, w), self.generator, self.x)
+            signs = random_signs((c, 1, w), rng, self.x)
             return torch.where(signs > 0, self.high[index], self.low[index])
-        return self._l2_point(self.x[index], _bump_grid(len(index), self.shape, self.generator,
-                                                         self.x))
+        return self._l2_point(self.x[index], _bump_grid(self.shape, rng, self.x))
 
-    def propose(self, index, x_best, iteration):
+    def propose(self, index, x_best, iteration, rng):
         """A candidate for each sample of ``index``, changed inside one random window."""
         p = p_schedule(self.attack.p_init, iteration, self.attack.queries)
         side = window_side(p, self.shape, self.threat.norm)
-        mask, rows, cols = windows(len(index), side, self.shape, self.generator, self.x.device)
+        mask, rows, cols = windows(side, self.shape, rng)
         if self.threat.norm == "linf":
-            return self._linf(index, x_best, mask)
-        return self._l2(self.x[index], x_best, side, mask, rows, cols)
+            return self._linf(index, x_best, mask, rng)
+        return self._l2(self.x[index], x_best, side, mask, rows, cols, rng)
 
-    def _linf(self, index, x_best, mask):
+    def _linf(self, index, x_best, mask, rng):
         """Set the window to x + s_c eps per channel c, with a sign vector s that changes the
         window if one of :data:`SIGN_DRAWS` draws does, else the flip of the first draw (which
         always does: a window cannot sit at both x + eps and x - eps)."""
@@ -161,7 +162,7 @@ class _Search:
         at_high = ((x_best != high) & mask).flatten(2).any(2).logical_not()  # (n, C)
         at_low = ((x_best != low) & mask).flatten(2).any(2).logical_not()
         n, c = at_high.shape
-        draws = random_signs((SIGN_DRAWS, n, c), self.generator, x_best)
+        draws = random_signs((SIGN_DRAWS, c), rng, x_best).transpose(0, 1)  # (draws, n, C)
         wasted = torch.where(draws > 0, at_high, at_low).all(2)  # (draws, n)
         first = (~wasted).to(torch.int8).argmax(0)
         signs = draws[first, torch.arange(n, device=x_best.device)]
@@ -169,22 +170,22 @@ class _Search:
         values = torch.where(signs.view(n, c, 1, 1) > 0, high, low)
         return torch.where(mask, values, x_best)
 
-    def _l2(self, x, x_best, side, mask, rows, cols):
+    def _l2(self, x, x_best, side, mask, rows, cols, rng):
         """The paper's l2 proposal: window 1 receives the mass of windows 1 and 2 plus the
         unused budget (per channel), shaped as a +/- bump plus its old content; window 2 is
         emptied; the whole perturbation is then rescaled to norm eps."""
         eps, c = self.threat.eps, self.shape[0]
         delta = x_best - x
-        mask2, _, _ = windows(len(x), side, self.shape, self.generator, x.device)
+        mask2, _, _ = windows(side, self.shape, rng)
         squared = delta.square()
         image_norm = squared.flatten(1).sum(1).sqrt()
         window_norm = (squared * mask).sum((2, 3), keepdim=True).sqrt()  # (n, C, 1, 1)
         union_norm = (squared * (mask | mask2)).sum((2, 3), keepdim=True).sqrt()
         old = _take(delta, rows, cols, side) / (window_norm + 1e-10)
-        signs = random_signs((len(x), c, 1, 1), self.generator, x)
+        signs = random_signs((c, 1, 1), rng, x)
         if side not in self.patterns:
             self.patterns[side] = _bump(side, x)
-        new = _oriented(self.patterns[side], len(x), self.generator).unsqueeze(1) * signs + old
+        new = _oriented(self.patterns[side], rng).unsqueeze(1) * signs + old
         budget = (eps ** 2 - image_norm.square()).clamp_min(0) / c
         scale = (per_sample(budget, new) + union_norm.square()).sqrt()
         new = new / (new.square().sum((2, 3), keepdim=True).sqrt() + 1e-12) * scale
@@ -242,21 +243,24 @@ def _bump(side, like):
     return pattern / pattern.norm().clamp_min(1e-12)
 
 
-def _oriented(pattern, n, generator):
-    """``n`` copies of a square pattern, each transposed with probability 1/2."""
-    flip = torch.randint(0, 2, (n, 1, 1), generator=generator, device=pattern.device).bool()
+def _oriented(pattern, rng, copies=None):
+    """Per stream of ``rng`` one copy of a square pattern (or ``copies`` of them: shape (n,
+    copies, side, side)), each transposed with probability 1/2."""
+    shape = (1, 1) if copies is None else (copies, 1, 1)
+    flip = rng.randint(0, 2, shape).bool()
     return torch.where(flip, pattern.T, pattern)
 
 
-def _bump_grid(n, shape, generator, like):
+def _bump_grid(shape, rng, like):
     """The l2 start: tiles of side max(H // 5, 1), centred, each a bump with a random sign per
     sample and channel (and a random orientation per sample and tile)."""
     c, h, w = shape
     side = max(h // 5, 1)
     tiles_h, tiles_w = h // side, w // side
-    bumps = _oriented(_bump(side, like), n * tiles_h * tiles_w, generator)
+    n = len(rng)
+    bumps = _oriented(_bump(side, like), rng, tiles_h * tiles_w)
     bumps = bumps.view(n, 1, tiles_h, tiles_w, side, side)
-    signs = random_signs((n, c, tiles_h, tiles_w, 1, 1), generator, like)
+    signs = random_signs((c, tiles_h, tiles_w, 1, 1), rng, like)
     grid = (bumps * signs).permute(0, 1, 2, 4, 3, 5).reshape(n, c, tiles_h * side,
                                                              tiles_w * side)
     top, left = (h - tiles_h * side) // 2, (w - tiles_w * side) // 2

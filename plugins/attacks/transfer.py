@@ -45,11 +45,11 @@ class Transfer(TransferAttack):
         metadata={"help": "attack run on the source model: name and parameters "
                           "(e.g. { name = \"pgd\", steps = 40, step_size = 0.01 })"})
 
-    def run(self, model, x, y, threat, *, targets, generator):
+    def run(self, model, x, y, threat, *, targets, rng):
         if not isinstance(self.source, torch.nn.Module):
             raise UsageError("a transfer attack whose source is a model table runs inside "
                              "`advx run`; from Python, give source=<torch module>")
         attack = self.source_attack_instance()
-        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
-        result = attack(self.source.to(x.device), x, y, threat, targets=targets, seed=seed)
+        result = attack(self.source.to(x.device), x, y, threat, targets=targets,
+                        seed=rng.spawn())
         return result.x_adv, torch.zeros(len(x), dtype=torch.int64, device=x.device)

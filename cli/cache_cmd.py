@@ -6,19 +6,17 @@ import pathlib
 import advx
 import click
 from advx.kernel.errors import UsageError
-from advx.store.export import clean_inputs, export_grid, export_npz
+from advx.store.export import clean_inputs, export_npz
 from advx.store.format import CorruptSetError, read_set, resolve_key, sets_dir
 from advx.store.inventory import files_of, list_sets, removable, verify
 from advx.store.paths import cache_root
-
-from . import cli
 
 CACHE_OPTION = click.option(
     "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=pathlib.Path),
     help="Cache root (default: $ADVX_CACHE or data_cache/).")
 
 
-@cli.group("cache")
+@click.group("cache")
 def cache_group():
     """Adversarial example sets in the cache (<cache>/adversarials/, one HDF5 file each).
 
@@ -110,15 +108,14 @@ def export_command(cache_dir, key, out, count):
     except CorruptSetError as exc:
         raise UsageError(f"set {full[:12]} cannot be read: {exc}") from None
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
-    x, why = clean_inputs(stored, advx.get_registry())
+    registry = advx.get_registry()
+    x, why = clean_inputs(stored, registry)
     export_npz(stored, out, x)
     click.echo(f"Wrote {out}" + ("" if x is not None else " (without clean inputs: " + why + ")"))
-    if x is None:
-        click.echo("PNG skipped: " + why)
-        return
-    png = out.with_suffix(".png")
-    skipped = export_grid(stored, x, png, count=count)
-    click.echo(f"PNG skipped: {skipped}" if skipped else f"Wrote {png}")
+    for lines in registry.hook.advx_export_set(stored=stored, clean=x, path=out,
+                                              count=count):
+        for line in lines or []:
+            click.echo(line)
 
 
 @cache_group.command("rm")

@@ -4,9 +4,9 @@ import json
 
 import advx
 import click
-from advx.host.registry import KINDS
 
-from . import cli
+KINDS = ("attacks", "models", "datasets", "defenses", "protocols")
+
 
 
 def warn_failures(registry):
@@ -24,8 +24,8 @@ def _format_params(params):
     return ", ".join(parts) or "none"
 
 
-@cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
+@click.command("list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
 def list_command(kind, as_json):
     """List registered attacks, models, datasets, defenses and protocols."""

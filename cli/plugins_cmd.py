@@ -5,10 +5,8 @@ import json
 import advx
 import click
 
-from . import cli
 
-
-@cli.command("plugins")
+@click.command("plugins")
 @click.option("--all", "show_all", is_flag=True, help="Include advx's built-in plugins.")
 def plugins_command(show_all):
     """Show installed plugins as JSON (built-ins only with --all)."""

@@ -2,15 +2,14 @@
 
 from pathlib import Path
 
+import advx
 import click
-from advx.kernel.errors import UsageError
 from advx.run.report import read_report, write_pages
-from advx.run.report_html import data_uri
 
-from . import cli
+from .listing import warn_failures
 
 
-@cli.command("report")
+@click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report_command(run_dir):
     """Rewrite RUN_DIR/report.md and RUN_DIR/report.html from RUN_DIR/report.json.
@@ -20,15 +19,33 @@ def report_command(run_dir):
     is not touched.
     """
     report = read_report(run_dir)
+    registry = advx.get_registry()
+    warn_failures(registry)
     try:
-        markdown_path, html_path = write_pages(run_dir, report)
-    except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type
-        raise UsageError(f"{run_dir / 'report.json'}: not an advx report: a value has the "
-                         f"wrong type ({type(exc).__name__}: {exc})") from exc
+        written = write_pages(report, run_dir, registry)
+    except advx.UsageError as exc:
+        raise advx.UsageError(f"{run_dir / 'report.json'}: not an advx report: {exc}") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a value of the wrong type
+        raise advx.UsageError(f"{run_dir / 'report.json'}: not an advx report: a value has the "
+                              f"wrong type ({type(exc).__name__}: {exc})") from exc
     except OSError as exc:
         raise click.ClickException(f"cannot write into {run_dir}: {exc.strerror or exc}") from exc
+    if not written:
+        raise click.ClickException("no installed plugin writes report pages (the built-in "
+                                   "reports plugin is disabled)")
     for picture in report.get("pictures") or []:
-        _, problem = data_uri(run_dir, picture["path"])
+        problem = _picture_problem(run_dir, picture["path"])
         if problem:
             click.echo(f"note: picture {picture['path']} is not embedded: {problem}", err=True)
-    click.echo(f"Wrote {markdown_path} and {html_path}.")
+    click.echo(f"Wrote {' and '.join(str(p) for p in written)}.")
+
+
+def _picture_problem(run_dir, relative):
+    """Why the picture at ``relative`` cannot be embedded, or None."""
+    root = Path(run_dir).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        return "its path leads outside the run folder"
+    if not path.is_file():
+        return "the file is missing"
+    return None

@@ -1,18 +1,16 @@
 """``advx run``: evaluate what a spec describes (the built-in quickstart without one)."""
 
 import datetime
-import sys
 from importlib import resources
 from pathlib import Path
 
 import advx
 import click
-from advx.run.execute import execute, with_overrides
-from advx.run.report import markdown
-from advx.run.spec import load_spec, parse_spec
+from advx.run.execute import execute
+from advx.run.spec import load_spec, parse_spec, with_overrides
 
-from . import cli
 from .listing import warn_failures
+from .progress import progress_factory
 
 
 def quickstart_text():
@@ -25,7 +23,7 @@ def default_out_dir():
     return Path("runs") / stamp
 
 
-@cli.command("run")
+@click.command("run")
 @click.argument("spec_path", metavar="[SPEC]", required=False,
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -33,7 +31,7 @@ def default_out_dir():
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where models and attacks run.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N test samples.")
-@click.option("--seed", type=int, help="Base seed of every work unit (overrides the spec).")
+@click.option("--seed", type=int, help="Base seed of every adversarial set (overrides the spec).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Cache root (default: $ADVX_CACHE or data_cache/).")
 @click.option("--progress/--no-progress", default=None,
@@ -52,8 +50,15 @@ def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress):
         spec = load_spec(spec_path, registry)
     spec = with_overrides(spec, limit=limit, seed=seed)
     out_dir = out_dir or default_out_dir()
-    show = sys.stderr.isatty() if progress is None else progress
-    report = execute(spec, registry, out_dir, device=device, cache=cache_dir, progress=show)
-    click.echo(markdown(report))
-    click.echo(f"Wrote {out_dir / 'report.json'}, {out_dir / 'report.md'}, "
-               f"{out_dir / 'report.html'} and {out_dir / 'spec.toml'}.")
+    execute(spec, registry, out_dir, device=device, cache=cache_dir,
+            progress=progress_factory(progress))
+    page = out_dir / "report.md"
+    if page.is_file():
+        click.echo(page.read_text(encoding="utf-8"), nl=False)
+    else:
+        click.echo("No installed plugin writes report.md (the built-in reports plugin is "
+                   "disabled); report.json holds the results.")
+    written = [p for p in ("report.json", "report.md", "report.html", "spec.toml")
+               if (out_dir / p).is_file()]
+    click.echo(f"Wrote {', '.join(str(out_dir / p) for p in written[:-1])} and "
+               f"{out_dir / written[-1]}.")

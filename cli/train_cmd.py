@@ -1,21 +1,19 @@
 """``advx train``: train (or find in the cache) the weights of every model a spec names."""
 
-import sys
 import time
 from pathlib import Path
 
 import advx
 import click
-from advx.run import stack as defense_stack
 from advx.run.spec import load_spec
-from advx.train import zoo
-from advx.train.loop import evaluate_accuracy
+from advx.train import stack
+from advx.train.builder import Builder
 
-from . import cli
 from .listing import warn_failures
+from .progress import progress_factory
 
 
-@cli.command("train")
+@click.command("train")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where the models train.")
@@ -24,7 +22,7 @@ from .listing import warn_failures
 @click.option("--progress/--no-progress", default=None,
               help="Show progress bars (default: when stderr is a terminal).")
 def train_command(spec_path, device, cache_dir, progress):
-    """Train and cache the weights of every model in SPEC (training defenses included).
+    """Train and cache the weights of every model in SPEC (defenses included).
 
     Models already in the cache are loaded, not retrained; `advx run SPEC` then finds them all.
     Prints each model's source (trained or cache), its test accuracy and its weights file.
@@ -32,22 +30,16 @@ def train_command(spec_path, device, cache_dir, progress):
     registry = advx.get_registry()
     warn_failures(registry)
     spec = load_spec(spec_path, registry)
-    show = sys.stderr.isatty() if progress is None else progress
-    dataset = registry.create("datasets", spec.dataset.name, **spec.dataset.params)
-    x, y = dataset.load("test")
+    builder = Builder(spec.dataset, registry, device, cache_dir, progress_factory(progress))
+    x, y = spec.dataset.load("test")
     click.echo("| model | defenses | source | test accuracy | seconds | weights |")
     click.echo("|---|---|---|---|---|---|")
     for model in spec.models:
-        training, preprocessors = defense_stack.instances(registry, model)
         started = time.perf_counter()
-        module = zoo.load_model(model.plugin.name, dataset, params=model.plugin.params,
-                                recipe=model.train, checkpoint=model.checkpoint, cache=cache_dir,
-                                device=device, progress=show, registry=registry,
-                                training=training)
+        built = stack.build(model, builder)
         seconds = time.perf_counter() - started
-        wrapped = defense_stack.wrap(module, preprocessors, model.adaptive)
-        accuracy = evaluate_accuracy(wrapped, x, y, device=next(module.parameters()).device)
-        metadata = module.advx_metadata
+        accuracy = advx.evaluate_accuracy(built.module, x, y, device=builder.device)
+        metadata = built.classifier.advx_metadata
         names = ", ".join(d.name for d in model.defenses) or "none"
         click.echo(f"| {model.id} | {names} | {metadata.get('source')} | {accuracy:.2%} | "
                    f"{seconds:.1f} | {metadata.get('path', '')} |")

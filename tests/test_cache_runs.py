@@ -59,7 +59,7 @@ def recorded_batches(cache):
             continue  # finished a moment ago; its partial file is about to go
         try:
             with h5py.File(path, "r", locking=False) as f:
-                total += int(f["batches"]["done"][()].sum())
+                total += int(f["shards"]["done"][()].sum())
         except (OSError, KeyError):
             pass
     complete = len(list(sets_dir(cache).glob("*[0-9a-f].h5")))
@@ -98,9 +98,10 @@ def test_killed_run_resumes_to_the_same_report(reference, tmp_path, kill_after):
     origins = [(r["attack"], r["eps"], r["cache"]) for r in report["results"]]
     if partial:
         assert "resumed" in {o[-1] for o in origins}, origins
-    for name, (done, seconds) in partial.items():  # stored batches were not recomputed
+    for name, seconds in partial.items():  # stored shards were not recomputed
         stored = read_set(sets_dir(cache) / name.replace(".partial.h5", ".h5"))
-        assert np.array_equal(stored.batches["seconds"][done], seconds[done])
+        kept = dict(zip(stored.shards["start"].tolist(), stored.shards["seconds"].tolist()))
+        assert all(kept[start] == value for start, value in seconds.items())
     unfinished = [p for p in sets_dir(cache).glob("*.partial.h5")
                   if not p.with_name(p.name.replace(".partial", "")).exists()]
     assert not unfinished  # (a partial beside its complete set is gc's to remove)
@@ -108,9 +109,12 @@ def test_killed_run_resumes_to_the_same_report(reference, tmp_path, kill_after):
 
 
 def _records(path):
+    """start -> seconds of the shards a partial file records as done."""
     with h5py.File(path, "r", locking=False) as f:
-        done = f["batches"]["done"][()].astype(bool)
-        return done, f["batches"]["seconds"][()]
+        records = f["shards"]
+        done = records["done"][()].astype(bool)
+        return dict(zip(records["start"][()][done].tolist(),
+                        records["seconds"][()][done].tolist()))
 
 
 def _snapshot(root):
@@ -176,7 +180,7 @@ def test_cache_info_verify_rm_by_prefix(cache_copy):
     info = json.loads(invoke("cache", "info", "--cache", cache, key[:8]).output)
     assert info["key"] == key
     provenance = info["files"][0]["provenance"]
-    assert provenance["identity"]["attack"]["plugin"] == "fgsm"
+    assert provenance["identity"]["attack"]["name"] == "fgsm"
     assert {"advx", "torch"} <= set(provenance["versions"]) and provenance["device"] == "cpu"
     path = sets_dir(cache) / f"{key}.h5"
     raw = path.read_bytes()

@@ -22,10 +22,13 @@ from advx.plugins.attacks._gradients import (
     random_start,
 )
 from advx.plugins.attacks._iterative import Run, ascend
-from advx.run import curves
-from advx.run.curve_search import GUIDED_PROBES
-from advx.run.session import Session
-from advx.run.spec import AttackSpec, PluginSpec, parse_spec
+from advx.kernel.entries import AttackSpec
+from advx.kernel.protocol import SetJob
+from advx.kernel.random import seeds_for
+from advx.plugins.protocols import curve_search, curves
+from advx.plugins.protocols.curve_search import GUIDED_PROBES
+from advx.run.context import Session
+from advx.run.spec import parse_spec
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -137,9 +140,15 @@ def test_the_sweep_agrees_with_separate_runs(digits):
     with torch.no_grad():
         correct = model(x).argmax(1) == y
         separate = _separate(attack, model, x, y, grid)
-    found = curves.find_thresholds(attack, model, x, y, threats, seed=lambda r, m: 100 * r + m)
+    with torch.no_grad():
+        logits = model(x)
+    job = SetJob(model=model, attack=attack, threat=advx.ThreatModel(norm="linf"), x=x, y=y,
+                 targets=torch.full_like(y, -1), seeds=seeds_for(3, len(y)), clean_logits=logits,
+                 device=torch.device("cpu"))
+    method = curves.GuidedSweep(grid)
+    found = method.compute(job, 0, len(y), method.prepare(job))
     threshold = curves.thresholds(correct, found["pred"] != y, found["distance"],
-                                  curves.allowances(grid, "linf"))
+                                  curve_search.allowances(grid, "linf"))
     curve = curves.accuracies(curves.robust_table(threshold, len(grid)))
     assert max(abs(a - b) for a, b in zip(curve, separate)) <= 0.02
     assert curve == sorted(curve, reverse=True)
@@ -152,6 +161,8 @@ def test_the_sweep_agrees_with_separate_runs(digits):
 
 class _MonotoneAttack:
     """Fools a sample exactly at the grid eps its first pixel names (its true threshold)."""
+
+    per_sample_eps = False
 
     def __init__(self, grid, exact_distance):
         self.grid, self.exact_distance, self.calls = grid, exact_distance, 0
@@ -178,11 +189,12 @@ def test_bisection_finds_the_threshold_of_a_monotone_attack(truths, k, exact):
     clean_pred = torch.where(truth % 5 == 4, 1, 0)  # a few misclassified clean
     attack = _MonotoneAttack(grid, exact)
     threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
-    logits = torch.nn.functional.one_hot(clean_pred, 10).float()  # fewer than 48: bisection
-    found = curves.find_thresholds(attack, None, x, y, threats, clean_logits=logits)
+    logits = torch.nn.functional.one_hot(clean_pred, 10).float()
+    found = curve_search.find_thresholds(attack, None, x, y, threats, clean_logits=logits,
+                                         seeds=seeds_for(0, len(y)))  # no guide: bisection
     correct = clean_pred == y
     threshold = curves.thresholds(correct, found["pred"] != y, found["distance"],
-                                  curves.allowances(grid, "linf"))
+                                  curve_search.allowances(grid, "linf"))
     assert threshold.tolist() == torch.where(correct, truth, 0).tolist()
     assert int(found["queries"].max()) <= math.ceil(math.log2(k + 1))
     assert bool((found["queries"][~correct] == 0).all())
@@ -198,7 +210,7 @@ def test_worst_case_never_exceeds_any_attack(data):
                                               min_size=1))))
         threshold = torch.tensor(data.draw(st.lists(st.integers(0, len(grid)), min_size=n,
                                                     max_size=n)))
-        spec = AttackSpec(f"a{i}", PluginSpec("pgd"), "linf", grid)
+        spec = AttackSpec(f"a{i}", advx.get_attack("pgd"), "linf", grid)
         robust = curves.robust_table(torch.where(correct, threshold, 0), len(grid))
         measured.append(curves.AttackCurve(spec, grid, robust, "guided bisection"))
     (worst,) = curves.worst_cases("m", measured, correct)
@@ -211,9 +223,7 @@ def test_worst_case_never_exceeds_any_attack(data):
 
 
 def _session(spec, cache):
-    registry = advx.get_registry()
-    protocol = registry.create("protocols", spec.protocol.name, **spec.protocol.params)
-    return Session(spec, registry, protocol, device="cpu", cache=cache, progress=False)
+    return Session(spec, advx.get_registry(), device="cpu", cache=cache)
 
 
 def test_curve_protocol_on_a_run_and_its_rerun_from_the_cache(tmp_path, monkeypatch):

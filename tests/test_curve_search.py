@@ -8,7 +8,10 @@ import torch
 from advx.kernel.attack import AttackResult
 from advx.kernel.errors import UsageError
 from advx.kernel.threat import project_delta
-from advx.run import curve_search
+from advx.kernel.protocol import SetJob
+from advx.kernel.random import seeds_for
+from advx.plugins.protocols import curve_search
+from advx.plugins.protocols.curves import GuidedSweep
 from advx.store.inventory import summary
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +37,20 @@ class _Monotone:
                             pred=pred, queries=torch.ones_like(y))
 
 
+def sweep(attack, x, y, grid, logits, batch_size=None):
+    """The rows of a guided sweep of ``attack`` over ``grid``, computed in parts of
+    ``batch_size`` rows (all at once by default), as the run computes them."""
+    unbounded = advx.ThreatModel(norm="linf")
+    job = SetJob(model=None, attack=attack, threat=unbounded, x=x, y=y,
+                 targets=torch.full_like(y, -1), seeds=seeds_for(0, len(y)),
+                 clean_logits=logits, device=torch.device("cpu"))
+    method = GuidedSweep(grid)
+    state = method.prepare(job)
+    size = batch_size or len(y)
+    parts = [method.compute(job, s, min(s + size, len(y)), state) for s in range(0, len(y), size)]
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 30), min_size=1, max_size=150), st.integers(2, 30),
        st.sampled_from(["informative", "random", "inverted"]), st.booleans(), st.integers(0, 99))
@@ -54,8 +71,7 @@ def test_the_search_finds_every_threshold_whatever_the_guide(truths, k, guide, m
     wrong = truth % 7 == 6
     logits[wrong, 3] = margin[wrong] + 1  # a few misclassified clean: never probed
     attack = _Monotone(grid, merged)
-    threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
-    found = curve_search.find_thresholds(attack, None, x, y, threats, clean_logits=logits)
+    found = sweep(attack, x, y, grid, logits, batch_size=37)
     correct = logits.argmax(1) == y
     threshold = torch.where(found["pred"] != y,
                             curve_search.certified(curve_search.allowances(grid, "linf"),
@@ -74,14 +90,16 @@ def test_a_good_guide_saves_probes_and_merged_probes_save_calls():
     noise = 1 + 0.2 * torch.rand(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     logits = torch.zeros(n, 10, dtype=torch.float64)
     logits[:, 0] = grid[0] * (truth + 1) * noise  # the margin predicts the threshold well
-    threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
     per_call, merged = _Monotone(grid, False), _Monotone(grid, True)
-    one = curve_search.find_thresholds(per_call, None, x, y, threats, clean_logits=logits)
-    two = curve_search.find_thresholds(merged, None, x, y, threats, clean_logits=logits)
+    one = sweep(per_call, x, y, grid, logits)
+    two = sweep(merged, x, y, grid, logits)
     assert torch.equal(one["queries"], two["queries"])  # the same probes, grouped differently
     assert float(one["queries"].double().mean()) < 0.7 * math.log2(k + 1)
     rounds = int(two["queries"].max()) + math.ceil(math.log2(k + 1))  # pilot, then guided
     assert merged.calls <= rounds < per_call.calls / 3
+    for size in (7, 64):  # the parts' size changes nothing
+        again = sweep(_Monotone(grid, True), x, y, grid, logits, batch_size=size)
+        assert all(torch.equal(again[name], two[name]) for name in two)
 
 
 @given(st.sampled_from(["linf", "l2"]), st.lists(st.floats(0, 2), min_size=1, max_size=6),
@@ -152,8 +170,9 @@ def test_pgd_restarts_keep_each_sample_in_its_own_ball(digits):
 
 
 def test_cache_listings_show_a_sweep_as_its_grid():
-    identity = {"threat": {"norm": "linf", "eps": None}, "curve": {"eps": [0.01, 0.02, 0.3]},
-                "attack": {"plugin": "pgd"}, "model": {"plugin": "madry-cnn"}}
+    identity = {"threat": {"norm": "linf", "eps": None},
+                "method": {"name": "guided-bisection", "eps": [0.01, 0.02, 0.3]},
+                "attack": {"name": "pgd"}, "model": {"plugin": "madry-cnn"}}
     assert summary({"identity": identity})["threat"] == "linf sweep 0.01-0.3 (3)"
-    del identity["curve"]
+    del identity["method"]
     assert summary({"identity": identity})["threat"] == "linf min"

@@ -83,11 +83,10 @@ def test_presets_fill_in_what_the_spec_leaves_out():
     paper = advx.get_defense("adversarial-training", preset="paper")
     assert (paper.steps, paper.step_size, paper.batch_size, paper.lr) == (40, 0.01, 50, 1e-4)
     recipe = paper.recipe(advx.TrainRecipe())
-    assert recipe.adversary == {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 40,
-                                "step_size": 0.01, "random_start": True, "clean_weight": 0.0}
-    fast = advx.get_defense("fast-adversarial-training", preset="cpu").recipe(advx.TrainRecipe())
-    assert fast.adversary["steps"] == 1 and fast.adversary["step_size"] == 0.375
-    assert fast.adversary["random_start"] is True
+    assert (recipe.epochs, recipe.lr, recipe.batch_size) == (83, 1e-4, 50)
+    assert paper.attack_params() == {"steps": 40, "step_size": 0.01, "random_start": True}
+    fast = advx.get_defense("fast-adversarial-training", preset="cpu")
+    assert fast.attack_params() == {"steps": 1, "step_size": 0.375, "random_start": True}
 
 
 @pytest.mark.parametrize("name", ["adversarial-training", "fast-adversarial-training"])
@@ -195,7 +194,7 @@ def test_spec_composes_binarize_with_adversarial_training(tmp_path):
     ('defenses = [{ name = "distillation" }, { name = "adversarial-training" }]',
      "at most one training defense"),
     ('defenses = { name = "binarize" }', "array of tables"),
-    ('show_non_adaptive = true', "needs a preprocessor"),
+    ('show_non_adaptive = true', "needs a defense that wraps the model"),
     ('defenses = [{ name = "binarize" }]\nadaptive = "no"', "true or false"),
 ])
 def test_bad_defense_tables_exit_2_naming_the_key(tmp_path, model, message):

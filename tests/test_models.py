@@ -15,7 +15,7 @@ import torch
 from advx.kernel.errors import ParameterError, UnknownPluginError, UsageError
 from advx.store.weights import load_weights, save_weights, weights_digest
 from advx.train import zoo
-from advx.train.loop import TrainRecipe
+from advx.kernel.recipe import TrainRecipe
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -41,7 +41,7 @@ def outputs(module, seed=0):
 
 
 def load(name="blog-cnn", dataset=None, **kwargs):
-    module = zoo.load_model(name, dataset, progress=False, **kwargs)
+    module = advx.get_model(name, dataset, **kwargs)
     module.advx_input_shape = dataset.info.shape
     return module
 
@@ -205,23 +205,23 @@ class TestModelKey:
     """The cache key is stable and changes with every input it digests."""
 
     def test_stable_and_sensitive(self, synthetic):
-        recipe = TrainRecipe()
-        key = zoo.model_key("blog-cnn", {}, synthetic, recipe)
-        assert key == zoo.model_key("blog-cnn", None, synthetic, TrainRecipe())
-        assert len(key) == 64 and int(key, 16) >= 0
-        changed = [
-            zoo.model_key("madry-cnn", {}, synthetic, recipe),
-            zoo.model_key("blog-cnn", {"width": 2}, synthetic, recipe),
-            zoo.model_key("blog-cnn", {}, attrs.evolve(synthetic, seed=1), recipe),
-            zoo.model_key("blog-cnn", {}, attrs.evolve(synthetic, n_test=65), recipe),
-        ]
+        registry = advx.get_registry()
+        blog, madry = (registry.create("models", n) for n in ("blog-cnn", "madry-cnn"))
+
+        def key(plugin=blog, dataset=synthetic, recipe=TrainRecipe(), training=None):
+            return zoo.weights_key(zoo.model_identity(plugin, recipe, training), dataset)
+
+        assert key() == key(recipe=TrainRecipe())
+        assert len(key()) == 64 and int(key(), 16) >= 0
+        changed = [key(madry), key(dataset=attrs.evolve(synthetic, seed=1)),
+                   key(dataset=attrs.evolve(synthetic, n_test=65)),
+                   key(training=advx.get_defense("adversarial-training")),
+                   key(training=advx.get_defense("adversarial-training", eps=0.2))]
         other = {"optimizer": "sgd", "lr": 0.5, "epochs": 9, "batch_size": 7,
-                 "weight_decay": 0.1, "momentum": 0.5, "seed": 11, "lr_schedule": "cosine",
-                 "adversary": {"name": "pgd", "norm": "linf", "eps": 0.3}}
+                 "weight_decay": 0.1, "momentum": 0.5, "seed": 11, "lr_schedule": "cosine"}
         assert set(other) == {f.name for f in attrs.fields(TrainRecipe)}
-        changed += [zoo.model_key("blog-cnn", {}, synthetic, attrs.evolve(recipe, **{k: v}))
-                    for k, v in other.items()]
-        assert len({key, *changed}) == len(changed) + 1
+        changed += [key(recipe=attrs.evolve(TrainRecipe(), **{k: v})) for k, v in other.items()]
+        assert len({key(), *changed}) == len(changed) + 1
 
 
 class TestResolveRecipe:
@@ -256,7 +256,7 @@ class TestLoadModel:
         def no_training(*args, **kwargs):
             raise AssertionError("trained again instead of loading the cache")
 
-        monkeypatch.setattr(zoo, "train_model", no_training)
+        monkeypatch.setattr("advx.train.builder.train_model", no_training)
         second = load(dataset=synthetic, recipe=TINY, cache=tmp_path)
         assert second.advx_metadata["source"] == "cache"
         assert second.advx_metadata["recipe"] == attrs.asdict(
@@ -301,11 +301,11 @@ class TestLoadModel:
 
     def test_bad_names_and_inputs(self, synthetic):
         with pytest.raises(UnknownPluginError, match="blog-cnn"):
-            zoo.load_model("blog-cnm", synthetic, train=False)
+            advx.get_model("blog-cnm", synthetic, train=False)
         with pytest.raises(ParameterError, match="no parameter width"):
-            zoo.load_model("blog-cnn", synthetic, params={"width": 2}, train=False)
-        with pytest.raises(UsageError, match="registered dataset name"):
-            zoo.load_model("blog-cnn", 42, train=False)
+            advx.get_model("blog-cnn", synthetic, params={"width": 2}, train=False)
+        with pytest.raises(UnknownPluginError, match="synthetic"):
+            advx.get_model("blog-cnn", "synthetc", train=False)
 
     def test_get_model_delegates(self, tmp_path):
         with warnings.catch_warnings():

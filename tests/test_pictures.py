@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from advx.kernel.defense import Preprocessed
-from advx.run import pictures, representation
-from advx.run.pictures import PicturesUnavailable
+from advx.plugins.reports import pictures, representation
+from advx.plugins.reports.pictures import PicturesUnavailable
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
@@ -219,14 +219,6 @@ def test_plot_activation_differences(tmp_path, blog_cnn):
     many = x[:1].expand(9, -1, -1, -1)
     with pytest.raises(ValueError, match="1 to 8"):
         representation.plot_activation_differences(blog_cnn, many, many, tmp_path / "b.png")
-
-
-def test_representation_functions_are_reachable_from_pictures():
-    assert pictures.plot_representation is representation.plot_representation
-    assert pictures.plot_activation_differences is representation.plot_activation_differences
-    assert pictures.activation_differences is representation.activation_differences
-    with pytest.raises(AttributeError):
-        pictures.no_such_picture  # noqa: B018
 
 
 @pytest.mark.parametrize("missing, package", [("matplotlib", "matplotlib"),

@@ -7,9 +7,9 @@ import pytest
 import torch
 from advx.host.pluginmanager import add_plugin, load_plugins
 from advx.host.registry import Registry
+from advx.kernel.protocol import Outcome
 from advx.plugins.protocols import RobustAccuracy
 from advx.run.execute import execute
-from advx.run.session import Outcome, Session
 from advx.run.spec import parse_spec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,13 +18,13 @@ from .conftest import TINY_SPEC
 
 
 class FakeSession:
-    """Per-sample clean correctness and adversarial predictions drawn by hypothesis."""
+    """A run context whose clean correctness and adversarial predictions hypothesis draws."""
 
     def __init__(self, spec, y, clean, preds):
-        self.spec, self.y, self._clean, self._preds = spec, y, clean, preds
-        # what the sanity checks read: the registry (attack access), bounds and input shape
-        self.registry, self.bounds = advx.get_registry(), (0.0, 1.0)
-        self.x = torch.zeros(len(y), 1, 28, 28)
+        self.models, self.attacks = spec.models, spec.attacks
+        self.y, self._clean, self._preds = y, clean, preds
+        # what the sanity checks read: bounds and input shape
+        self.bounds, self.x = (0.0, 1.0), torch.zeros(len(y), 1, 28, 28)
 
     def clean_correct(self, model):
         return self._clean[model.id]
@@ -35,7 +35,8 @@ class FakeSession:
         return Outcome(pred, pred != self.y, torch.zeros(len(pred)), torch.zeros(len(pred)),
                        eligible, 0.0)
 
-    robust_correct = Session.robust_correct
+    def robust_correct(self, model, outcome):
+        return self.clean_correct(model) & (outcome.pred == self.y)
 
 
 @given(st.data())
@@ -69,8 +70,7 @@ def test_hook_advx_unit_finished(tmp_path):
     add_plugin(loaded, module, "observer")
     registry = Registry(loaded)
     spec = parse_spec(TINY_SPEC.format(extra=""), registry)
-    report = execute(spec, registry, tmp_path / "out", device="cpu", cache=tmp_path / "cache",
-                     progress=False)
+    report = execute(spec, registry, tmp_path / "out", device="cpu", cache=tmp_path / "cache")
     assert [(u["attack"], u["eps"]) for u, _ in seen] == [
         ("fgsm", 0.05), ("fgsm", 0.3), ("pgd", 0.05), ("pgd", 0.3)]
     assert [r["robust_accuracy"] for _, r in seen] == [
@@ -129,7 +129,7 @@ def test_minimal_perturbation_on_a_real_run(tmp_path):
                                                  'name = "minimal-perturbation"')
     registry = advx.get_registry()
     report = execute(parse_spec(text, registry), registry, tmp_path / "out", device="cpu",
-                     cache=tmp_path / "cache", progress=False)
+                     cache=tmp_path / "cache")
     norms = {e["norm"]: e for e in report["minimal_perturbation"]}
     assert set(norms) == {"l2", "linf"}
     assert norms["l2"]["fooled"] > 0.9 and norms["l2"]["median"] > 0

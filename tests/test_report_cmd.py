@@ -7,13 +7,24 @@ import struct
 import zlib
 from html.parser import HTMLParser
 
+import advx
 import pytest
 from advx.cli import cli
 from advx.kernel.errors import ExitCode
-from advx.run.report import html, markdown
+from advx.plugins.reports import markdown as pages
+from advx.run.report import report_sections
 from click.testing import CliRunner
 
 from .conftest import TINY_SPEC
+
+
+def markdown(report):
+    """report.md of ``report`` with the sections a run hands the reports plugin."""
+    return pages.markdown(report, report_sections(report, advx.get_registry()))
+
+
+def html(report, run_dir):
+    return pages.html(report, run_dir, report_sections(report, advx.get_registry()))
 
 
 def invoke(*args):

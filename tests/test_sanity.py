@@ -7,17 +7,15 @@ import types
 import advx
 import pytest
 import torch
-from advx.plugins.sanity import sanity_flags
-from advx.run.spec import AttackSpec, PluginSpec
+from advx.kernel.entries import AttackSpec
+from advx.plugins.protocols.sanity import sanity_flags
 from click.testing import CliRunner
 
 
 def _session(*attacks):
-    specs = [AttackSpec(ident, PluginSpec(name, params), norm, (None,))
+    specs = [AttackSpec(ident, advx.get_attack(name, **params), norm, (None,))
              for ident, name, params, norm in attacks]
-    return types.SimpleNamespace(registry=advx.get_registry(), bounds=(0.0, 1.0),
-                                 x=torch.zeros(2, 1, 28, 28),
-                                 spec=types.SimpleNamespace(attacks=specs))
+    return types.SimpleNamespace(bounds=(0.0, 1.0), x=torch.zeros(2, 1, 28, 28), attacks=specs)
 
 
 def _row(attack, robust, eps, norm="linf", model="m"):

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import advx
 import pytest
+import attrs
 from advx.run.spec import SpecError, load_spec, parse_spec, spec_from_dict
+from advx.run.spec_write import spec_to_dict
 from advx.run.tomlwrite import dumps
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,22 +23,39 @@ def parse(text, registry):
     return parse_spec(text, registry, source="spec.toml")
 
 
-def test_valid_spec(registry):
+def test_valid_spec_holds_validated_instances(registry):
     spec = parse(TINY_SPEC.format(extra=""), registry)
-    assert spec.dataset.name == "synthetic"
-    assert spec.dataset.params == {"n_train": 256, "n_test": 64}
+    assert spec.dataset.name == "synthetic" and isinstance(spec.dataset, advx.Dataset)
+    assert (spec.dataset.n_train, spec.dataset.n_test) == (256, 64)
     assert [a.id for a in spec.attacks] == ["fgsm", "pgd"]
-    assert spec.attacks[1].eps == (0.05, 0.3) and spec.attacks[1].plugin.params == {"steps": 5}
-    assert spec.models[0].train == {"epochs": 2, "batch_size": 64}
-    assert spec.protocol.params == {"batch_size": 32}
+    assert spec.attacks[1].eps == (0.05, 0.3) and spec.attacks[1].attack.steps == 5
+    assert isinstance(spec.attacks[1].attack, advx.Attack)
+    assert (spec.models[0].recipe.epochs, spec.models[0].recipe.batch_size) == (2, 64)
+    assert spec.models[0].recipe.lr == 3e-3  # blog-cnn's default recipe under the overrides
+    assert spec.protocol.batch_size == 32 and isinstance(spec.protocol, advx.Protocol)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        spec.attacks[1].attack.steps = 7
 
 
 def test_resolved_spec_round_trips_through_toml(registry):
     spec = parse(TINY_SPEC.format(extra='\n[[attacks]]\nname = "bim"\nid = "bim-t"\nnorm = "linf"'
                                         '\neps = "8/255"\ntargeted = true\ntarget = 6\n'), registry)
-    again = parse(dumps(spec.to_dict()), registry)
-    assert again.to_dict() == spec.to_dict()
+    again = parse(dumps(spec_to_dict(spec)), registry)
+    assert spec_to_dict(again) == spec_to_dict(spec)
+    assert again.attacks == spec.attacks and again.models == spec.models
     assert again.attacks[2].eps == (8 / 255,) and again.attacks[2].target == 6
+
+
+def test_unknown_top_level_key_lists_the_tables_plugins_claim(registry):
+    with pytest.raises(SpecError, match=r"unknown key 'x'.*allowed: title.*pictures"):
+        parse("x = 1\n[dataset]\nname = 'mnist'\n", registry)
+
+
+def test_recipe_adversary_points_to_the_defense(registry):
+    text = ("[dataset]\nname = 'mnist'\n[[models]]\nname = 'blog-cnn'\n"
+            "train = { adversary = { name = 'pgd' } }\n")
+    with pytest.raises(SpecError, match=r"\[models\[0\].train\].*adversarial-training"):
+        parse(text, registry)
 
 
 BAD = [

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from advx.store.format import (
     CorruptSetError,
-    SetLock,
     arrays_digest,
     read_set,
     set_key,
     sets_dir,
 )
-from advx.store.obtain import obtain_set
-from advx.store.writer import SetWriter
+from advx.store.lock import SetLock
+from advx.store.obtain import obtain_set, parts
+from advx.store.writer import SetWriter, missing_ranges
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,7 +31,6 @@ IDENTITY = {
     "threat": {"norm": "linf", "eps": 0.3, "bounds": [0.0, 1.0], "targeted": False},
     "target": None,
     "seed": 0,
-    "batch_size": 50,
 }
 
 
@@ -57,14 +56,14 @@ def inputs_for(n):
 def obtain(root, results, batch_size, key="k" * 64, calls=None):
     n = len(results["pred"])
 
-    def compute(start, stop):
+    def compute(start, stop, state):
         if calls is not None:
             calls.append(start)
         return {name: a[start:stop] for name, a in results.items()}
 
     return obtain_set(root, key, inputs=inputs_for(n), layout=layout_of(results),
-                      batch_size=batch_size, provenance={"identity": {"batch_size": batch_size}},
-                      compute_batch=compute)
+                      batch_size=batch_size, provenance={"identity": {"note": "test"}},
+                      compute_rows=compute)
 
 
 # -- round trips and keys ------------------------------------------------------------------
@@ -82,7 +81,7 @@ def test_round_trip_is_exact(tmp_path_factory, n, batch_size, shape, dtype):
         assert stored.arrays[name].dtype == array.dtype
         assert np.array_equal(stored.arrays[name], array), name
     assert np.array_equal(stored.arrays["indices"], np.arange(n))
-    assert len(stored.batches["start"]) == len(range(0, n, batch_size))
+    assert stored.shards["start"].tolist() == list(range(0, n, batch_size))
 
 
 def test_complete_file_is_chunked_and_compressed(tmp_path):
@@ -90,7 +89,8 @@ def test_complete_file_is_chunked_and_compressed(tmp_path):
     with h5py.File(stored.path, "r") as f:
         assert f["x_adv"].compression == "gzip" and f["x_adv"].chunks is not None
         assert f.attrs["format"] == "advx-adversarial-set" and f.attrs["complete"]
-        assert json.loads(f.attrs["provenance"])["identity"]["batch_size"] == 10
+        assert json.loads(f.attrs["provenance"])["identity"] == {"note": "test"}
+        assert f["shards"]["stop"][()].tolist() == [10, 20, 30]
 
 
 def _leaves(value, path=()):
@@ -139,13 +139,13 @@ def test_key_is_stable_across_processes():
 def _partial(root, results, batch_size, done):
     """A partial file with the batches in ``done`` written, as a killed run leaves it."""
     n = len(results["pred"])
-    writer = SetWriter(sets_dir(root), "k" * 64, inputs_for(n), batch_size,
-                       {"identity": {"batch_size": batch_size}})
+    writer = SetWriter(sets_dir(root), "k" * 64, inputs_for(n), {"identity": {"note": "test"}})
     writer.open(layout_of(results))
     for index in done:
-        start = writer.starts[index]
-        writer.write_batch(index, {k: a[start:start + batch_size] for k, a in results.items()},
-                           seconds=1.5)
+        start = index * batch_size
+        stop = min(start + batch_size, n)
+        writer.write_rows(start, stop, {k: a[start:stop] for k, a in results.items()},
+                          seconds=1.5)
     writer.close()
     return writer.path
 
@@ -157,9 +157,40 @@ def test_resume_computes_only_missing_batches(tmp_path):
     obtained = obtain(tmp_path, results, 10, calls=calls)
     assert calls == [20, 40]
     assert obtained.origin == "resumed" and obtained.reused_batches == 3
-    assert obtained.stored.batches["seconds"][[0, 1, 3]].tolist() == [1.5, 1.5, 1.5]
+    assert obtained.stored.shards["seconds"][[0, 1, 3]].tolist() == [1.5, 1.5, 1.5]
     assert np.array_equal(obtained.stored.arrays["x_adv"], results["x_adv"])
     assert not (sets_dir(tmp_path) / f"{'k' * 64}.partial.h5").exists()
+
+
+def test_resume_with_another_batch_size_fills_the_gaps(tmp_path):
+    """Shards of a killed run with batches of 10 are kept by a run with batches of 7, which
+    computes only the rows no shard covers."""
+    results = make_results(50, (1, 4, 4), np.float32)
+    _partial(tmp_path, results, 10, done=[0, 1, 3])
+    calls = []
+    obtained = obtain(tmp_path, results, 7, calls=calls)
+    assert calls == [20, 27, 40, 47]
+    assert obtained.stored.shards["start"].tolist() == [0, 10, 20, 27, 30, 40, 47]
+    for name, array in results.items():
+        assert np.array_equal(obtained.stored.arrays[name], array), name
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 10)), max_size=6),
+       st.integers(1, 12))
+def test_missing_ranges_and_parts_cover_exactly_the_gaps(shards, batch_size):
+    n = 35
+    covered, disjoint = np.zeros(n, bool), []
+    for start, size in shards:
+        stop = min(start + size, n)
+        if start < stop and not covered[start:stop].any():
+            covered[start:stop] = True
+            disjoint.append((start, stop))
+    gaps = missing_ranges(sorted(disjoint), n)
+    filled = covered.copy()
+    for start, stop in parts(gaps, batch_size):
+        assert 0 < stop - start <= batch_size and not filled[start:stop].any()
+        filled[start:stop] = True
+    assert filled.all()
 
 
 def test_torn_batch_is_recomputed_not_trusted(tmp_path):
@@ -230,14 +261,14 @@ def _worker(root, log_path, delay):
     results = make_results(30, (1, 4, 4), np.float32)
     calls = []
 
-    def compute(start, stop):
+    def compute(start, stop, state):
         calls.append(start)
         time.sleep(delay)
         return {name: a[start:stop] for name, a in results.items()}
 
     obtained = obtain_set(root, "c" * 64, inputs=inputs_for(30), layout=layout_of(results),
-                          batch_size=10, provenance={"identity": {"batch_size": 10}},
-                          compute_batch=compute)
+                          batch_size=10, provenance={"identity": {"note": "test"}},
+                          compute_rows=compute)
     with open(log_path, "a") as log:
         log.write(json.dumps({"origin": obtained.origin, "calls": calls}) + "\n")
 
@@ -261,7 +292,7 @@ def test_concurrent_writers_compute_once_and_agree(tmp_path):
 
 def test_lock_is_exclusive_and_removed(tmp_path):
     path = tmp_path / "x.lock"
-    code = ("import sys, time; from advx.store.format import SetLock\n"
+    code = ("import sys, time; from advx.store.lock import SetLock\n"
             "with SetLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(1.0)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
                               text=True)

@@ -6,15 +6,15 @@ import pytest
 import torch
 from advx.kernel.errors import ParameterError, UsageError
 from advx.store.paths import cache_root, models_dir
+from advx.cli.progress import progress_bar, progress_factory
+from advx.kernel.recipe import TrainRecipe
 from advx.train.loop import (
-    TrainRecipe,
     evaluate_accuracy,
     make_optimizer,
     make_scheduler,
     resolve_device,
     train_model,
 )
-from advx.train.progress import progress_bar
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -50,8 +50,7 @@ class TestTrainRecipe:
     def test_defaults(self):
         assert attrs.asdict(TrainRecipe()) == {
             "optimizer": "adam", "lr": 1e-3, "epochs": 5, "batch_size": 128,
-            "weight_decay": 0.0, "momentum": 0.9, "seed": 0, "lr_schedule": "constant",
-            "adversary": None}
+            "weight_decay": 0.0, "momentum": 0.9, "seed": 0, "lr_schedule": "constant"}
 
     @pytest.mark.parametrize("field, value", [
         ("optimizer", "rmsprop"), ("lr", 0), ("lr", -1e-3), ("lr", "fast"), ("epochs", 0),
@@ -71,6 +70,10 @@ class TestTrainRecipe:
         message = str(info.value)
         assert "learning_rate" in message
         assert all(name in message for name in ("optimizer", "lr", "batch_size", "seed"))
+
+    def test_adversary_points_to_the_defense(self):
+        with pytest.raises(ParameterError, match="adversarial-training"):
+            TrainRecipe.from_dict({"adversary": {"name": "pgd"}})
 
     def test_non_mapping_is_refused(self):
         with pytest.raises(ParameterError, match="table"):
@@ -94,13 +97,13 @@ class TestTrainModel:
     def test_same_seed_same_weights(self, synthetic, optimizer, schedule):
         recipe = TrainRecipe(epochs=2, batch_size=32, optimizer=optimizer, lr=0.01, seed=3,
                              lr_schedule=schedule)
-        first = train_model(small_net(synthetic.info), synthetic, recipe, progress=False)
-        second = train_model(small_net(synthetic.info), synthetic, recipe, progress=False)
+        first = train_model(small_net(synthetic.info), synthetic, recipe, )
+        second = train_model(small_net(synthetic.info), synthetic, recipe, )
         assert not first.training
         for a, b in zip(first.state_dict().values(), second.state_dict().values()):
             assert torch.equal(a, b)
         other = train_model(small_net(synthetic.info), synthetic, attrs.evolve(recipe, seed=4),
-                            progress=False)
+                            )
         assert not torch.equal(first[1].weight, other[1].weight)
 
     def test_learns_and_keeps_global_rng(self, synthetic):
@@ -109,14 +112,13 @@ class TestTrainModel:
         torch.manual_seed(123)
         expected = torch.rand(3)
         torch.manual_seed(123)
-        train_model(module, synthetic, TrainRecipe(epochs=5, batch_size=16, lr=3e-3),
-                    progress=False)
+        train_model(module, synthetic, TrainRecipe(epochs=5, batch_size=16, lr=3e-3))
         assert torch.equal(torch.rand(3), expected)
         assert evaluate_accuracy(module, x, y) > 0.8
 
     def test_progress_bar_shows_loss(self, synthetic, capsys):
         train_model(small_net(synthetic.info), synthetic, TrainRecipe(epochs=1, batch_size=48),
-                    label="tiny-net")
+                    label="tiny-net", progress=progress_bar)
         err = capsys.readouterr().err
         assert "train tiny-net epoch 1/1" in err and "loss" in err
 
@@ -165,10 +167,11 @@ def test_cache_root_precedence(monkeypatch, tmp_path):
 
 
 def test_progress_bar(capsys):
-    with progress_bar("nothing shown", 3, enabled=False) as advance:
+    with progress_factory(False)("nothing shown", 3) as advance:
         advance()
         advance(2, status="x")
     assert "nothing shown" not in capsys.readouterr().err
+    assert progress_factory(False) is advx.no_progress and progress_factory(True) is progress_bar
     with progress_bar("counting", 4) as advance:
         advance()
         advance(3, status="done!")
@@ -194,19 +197,16 @@ def test_cosine_schedule_anneals_to_zero(synthetic):
     assert constant.param_groups[0]["lr"] == 0.1
 
 
-# -- adversarial training (recipe field "adversary") ---------------------------------------
+# -- adversarial training (the adversarial-training defense) -------------------------------
 
 def test_adversarial_training_raises_robust_accuracy(tmp_path):
     """PGD adversarial training on synthetic data: PGD-10 at linf 0.3 goes from ~0% to far
     above it, clean accuracy stays high."""
-    from advx.train.zoo import load_model
-
     data = advx.get_dataset("synthetic", n_train=512, n_test=256)
     base = {"epochs": 3, "batch_size": 64}
-    adversary = {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 5}
-    natural = load_model("blog-cnn", data, recipe=base, cache=tmp_path, progress=False)
-    robust = load_model("blog-cnn", data, recipe={**base, "adversary": adversary},
-                        cache=tmp_path, progress=False)
+    defense = advx.get_defense("adversarial-training", eps=0.3, steps=5, step_size=0.15)
+    natural = advx.get_model("blog-cnn", data, recipe=base, cache=tmp_path)
+    robust = advx.get_model("blog-cnn", data, recipe=base, training=defense, cache=tmp_path)
     x, y = data.load("test")
     threat = advx.ThreatModel(norm="linf", eps=0.3)
     accuracy = {}
@@ -220,16 +220,36 @@ def test_adversarial_training_raises_robust_accuracy(tmp_path):
     assert accuracy["natural"][1] <= 0.1 and accuracy["robust"][1] >= accuracy["natural"][1] + 0.25
 
 
-@pytest.mark.parametrize(("adversary", "message"), [
-    ({"name": "pgd", "norm": "linf"}, "needs an eps"),
-    ({"name": "pgd", "norm": "l0", "eps": 3}, "does not support norm"),
-    ({"name": "pdg", "norm": "linf", "eps": 0.3}, "pgd"),
-    ({"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 0}, "steps"),
-    ({"name": "pgd", "norm": "linf", "eps": 0.3, "clean_weight": 2}, "clean_weight"),
-    ({"norm": "linf", "eps": 0.3}, "adversary"),
-])
-def test_bad_adversary_is_a_parameter_error(adversary, message):
-    from advx.train.adversarial import adversary_of
+def test_adversarial_training_uses_the_registry_it_is_given(tmp_path):
+    """The training adversary comes from the run's registry, not a global one: a registry
+    whose "pgd" is another attack trains with that attack."""
+    from advx.host.pluginmanager import add_plugin, load_plugins
+    from advx.host.registry import Registry
 
-    with pytest.raises(advx.ParameterError, match=message):
-        adversary_of(advx.TrainRecipe.from_dict({"adversary": adversary}))
+    seen = []
+
+    @attrs.frozen(kw_only=True)
+    class CountingPGD(advx.FixedEpsilonAttack):
+        """Records each call, then leaves the batch as it is."""
+
+        name = "pgd"
+        norms = frozenset({"linf", "l2"})
+        steps: int = attrs.field(default=1, metadata={"help": "ignored"})
+        step_size: float = attrs.field(default=0.1, metadata={"help": "ignored"})
+        random_start: bool = attrs.field(default=True, metadata={"help": "ignored"})
+
+        def run(self, model, x, y, threat, *, targets, rng):
+            seen.append(len(x))
+            return x.clone()
+
+    module = __import__("types").ModuleType("counting")
+    module.advx_register_attacks = advx.hookimpl(lambda register: register(CountingPGD))
+    loaded = load_plugins()
+    loaded.pm.unregister(name="builtin-attacks")
+    add_plugin(loaded, module, "counting")
+    registry = Registry(loaded)
+    data = advx.get_dataset("synthetic", n_train=64, n_test=16)
+    defense = registry.create("defenses", "adversarial-training", epochs=1)
+    advx.get_model("blog-cnn", data, recipe={"batch_size": 32}, training=defense,
+                   cache=tmp_path, registry=registry)
+    assert seen == [32, 32]

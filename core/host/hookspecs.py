@@ -2,7 +2,9 @@
 
 The registry hooks receive a ``register`` callable: call it once per class to add. The class
 must subclass the kind's base class (``advx.Attack``, ``advx.ModelPlugin``, ``advx.Dataset``,
-``advx.Defense``, ``advx.Protocol``) and carry a kebab-case ``name`` class attribute.
+``advx.Defense``, ``advx.Protocol``) and carry a kebab-case ``name`` class attribute.  The
+other hooks let plugins read spec tables of their own, add commands, observe a run and write
+what a run leaves behind.  docs/plugins.md shows each with an example.
 """
 
 import pluggy
@@ -37,7 +39,8 @@ def advx_register_datasets(register):
 
 @hookspec
 def advx_register_defenses(register):
-    """Register defenses (preprocessors, detectors, training recipes, whole models).
+    """Register defenses (preprocessors, detectors, whole-model and training defenses, or a
+    kind of the plugin's own).
 
     :param register: call ``register(DefenseClass)`` for each subclass of ``advx.Defense``.
     """
@@ -48,6 +51,17 @@ def advx_register_protocols(register):
     """Register evaluation protocols.
 
     :param register: call ``register(ProtocolClass)`` for each subclass of ``advx.Protocol``.
+    """
+
+
+@hookspec
+def advx_register_tables(register):
+    """Claim a top-level table of run specs (``[pictures]``, say) that the plugin reads.
+
+    :param register: call ``register(name, parse)``; ``parse(value, spec)`` gets the table as
+        TOML gave it and the :class:`advx.RunSpec` parsed so far (dataset, models, attacks,
+        protocol), and returns the validated value the run hands on in ``context.tables``;
+        it raises ``advx.UsageError`` for a bad value (the run names the file and table).
     """
 
 
@@ -64,5 +78,57 @@ def advx_unit_finished(unit, result):
     """Observe a finished work unit of a run (for loggers and experiment trackers).
 
     :param unit: a dict describing the unit: model, attack, norm, eps, n.
-    :param result: a dict of its outcome: robust_accuracy, attack_success_rate, seconds.
+    :param result: a dict of its outcome: robust_accuracy, attack_success_rate, seconds,
+        cache, key.
+    """
+
+
+@hookspec
+def advx_run_finished(context, report, out_dir):
+    """Write extra artefacts of a finished run (pictures, exports, logs).
+
+    Called after the protocol evaluated and before report.json is written: an implementation
+    may add entries to ``report`` under keys of its own (the built-in reports plugin adds
+    ``pictures`` and ``skipped_pictures``).
+
+    :param context: the run's :class:`advx.RunContext` (models, attacks, sets).
+    :param report: the report as a dict (what report.json will hold).
+    :param out_dir: the run's output folder (a ``pathlib.Path``).
+    """
+
+
+@hookspec
+def advx_write_report(report, sections, out_dir):
+    """Write the human-readable pages of a run from its report (report.md, report.html).
+
+    Called after report.json is written, and again by ``advx report RUN_DIR``, which must give
+    the same pages: read nothing but ``report``, ``sections`` and files inside ``out_dir``.
+
+    :param report: the parsed report.json.
+    :param sections: Markdown blocks to show after the run's header: the protocol's
+        (``Protocol.sections``), then those of ``advx_report_sections``.
+    :param out_dir: the run's output folder (a ``pathlib.Path``).
+    :return: the paths written.
+    """
+
+
+@hookspec
+def advx_report_sections(report):
+    """Add sections to report.md (and so to report.html) of every run.
+
+    :param report: the parsed report.json.
+    :return: a list of Markdown blocks, each starting with a ``## `` heading.
+    """
+
+
+@hookspec
+def advx_export_set(stored, clean, path, count):
+    """Write more files when ``advx cache export`` exports a set (a PNG grid, say).
+
+    :param stored: the set (``.arrays``: numpy arrays x_adv, success, ..., ``.provenance``).
+    :param clean: the set's clean inputs as a numpy array, or None when its dataset cannot be
+        loaded.
+    :param path: the .npz file the core wrote (a ``pathlib.Path``); write beside it.
+    :param count: how many samples a picture of the set should show (``--count``).
+    :return: a list of lines to print (what was written, or why not).
     """

@@ -1,7 +1,10 @@
-"""The registry: every attack, model, dataset, defense and protocol the loaded plugins registered.
+"""The registry: every plugin class the loaded plugins registered, and the spec tables they claim.
 
 Names are lowercase kebab-case and unique per kind. When two plugins register the same name, the
 name is unusable and both distributions are named in the error; every other name keeps working.
+The registry builds instances (:meth:`Registry.create`), and it builds the plugins nested in
+their parameters (a field whose metadata says ``{"plugin": "attacks"}`` takes an attack table)
+with itself, so a registry handed to a run is the one every part of the run uses.
 """
 
 import re
@@ -14,10 +17,12 @@ from ..kernel.dataset import Dataset
 from ..kernel.defense import Defense, with_preset
 from ..kernel.errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
 from ..kernel.model import ModelPlugin
+from ..kernel.params import PLUGIN_KEY
 from ..kernel.protocol import Protocol
 from .pluginmanager import PluginFailure, load_plugins
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+TABLE_HOOK = "advx_register_tables"
 
 # plural kind -> (singular, hook name, base class)
 KINDS = {
@@ -31,11 +36,11 @@ KINDS = {
 
 @attrs.frozen
 class Entry:
-    """One registered class and who registered it."""
+    """One registered class (or spec table parser) and who registered it."""
 
     kind: str
     name: str
-    cls: type
+    cls: typing.Any  # the class; for a spec table, its parse function
     plugin: str  # entry-point (plugin) name
     distribution: str
 
@@ -43,7 +48,7 @@ class Entry:
         """A JSON-ready description: name, kind, plugin, summary, params."""
         described = {"name": self.name, "kind": self.kind, "plugin": self.distribution,
                      "summary": summary(self.cls), "params": describe_params(self.cls)}
-        if self.kind == "defense":  # preprocessor or training, and the named presets
+        if self.kind == "defense":  # its kind (preprocessor, detector, ...) and presets
             described["defense_kind"] = self.cls.kind
             described["presets"] = dict(getattr(self.cls, "presets", {}))
         return described
@@ -61,12 +66,24 @@ class Registrar:
         name = getattr(cls, "name", None)
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise TypeError(f"{self._plugin}: {cls!r} is not a subclass of advx.{base.__name__}")
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise ValueError(f"{self._plugin}: {singular} name {name!r} is not kebab-case")
-        self._registry._add(Entry(singular, name, cls, self._plugin, self._distribution))
+        _check_name(self._plugin, singular, name)
+        self._registry._add(self._kind, Entry(singular, name, cls, self._plugin,
+                                              self._distribution))
         return cls
 
     add = __call__
+
+
+class TableRegistrar(Registrar):
+    """The ``register(name, parse)`` callable of ``advx_register_tables``."""
+
+    def __call__(self, name, parse):
+        _check_name(self._plugin, "spec table", name)
+        if not callable(parse):
+            raise TypeError(f"{self._plugin}: the parser of table {name!r} is not callable")
+        self._registry._add("tables", Entry("spec table", name, parse, self._plugin,
+                                            self._distribution))
+        return parse
 
 
 class Registry:
@@ -75,27 +92,32 @@ class Registry:
     def __init__(self, loaded):
         self.loaded = loaded
         self.failures = list(loaded.failures)
-        self._entries = {kind: {} for kind in KINDS}
-        self._conflicts = {kind: {} for kind in KINDS}
+        self._entries = {kind: {} for kind in (*KINDS, "tables")}
+        self._conflicts = {kind: {} for kind in (*KINDS, "tables")}
         for kind, (_, hook_name, _) in KINDS.items():
-            self._collect(kind, hook_name)
+            self._collect(kind, hook_name, Registrar)
+        self._collect("tables", TABLE_HOOK, TableRegistrar)
 
     @classmethod
     def from_entrypoints(cls):
         return cls(load_plugins())
 
-    def _collect(self, kind, hook_name):
+    @property
+    def hook(self):
+        """The plugin manager's hook relay (``registry.hook.advx_run_finished(...)``)."""
+        return self.loaded.pm.hook
+
+    def _collect(self, kind, hook_name, registrar):
         hook = getattr(self.loaded.pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             plugin = self.loaded.pm.get_name(impl.plugin)
             dist = self.loaded.distributions.get(plugin, plugin)
             try:
-                impl.function(register=Registrar(self, kind, plugin, dist))
+                impl.function(register=registrar(self, kind, plugin, dist))
             except Exception as exc:  # one broken plugin must not hide the others
                 self.failures.append(PluginFailure(plugin, dist, f"{type(exc).__name__}: {exc}"))
 
-    def _add(self, entry):
-        kind = entry.kind + "s"
+    def _add(self, kind, entry):
         existing = self._entries[kind].get(entry.name)
         if existing is not None or entry.name in self._conflicts[kind]:
             first = existing.distribution if existing else self._conflicts[kind][entry.name][0]
@@ -115,19 +137,25 @@ class Registry:
     def get(self, kind, name):
         """The :class:`Entry` registered as ``name``; a clear error when there is none."""
         kind = _plural(kind)
+        singular = KINDS[kind][0] if kind in KINDS else "spec table"
         if name in self._conflicts[kind]:
             first, second = self._conflicts[kind][name]
-            raise DuplicatePluginError(KINDS[kind][0], name, first, second)
+            raise DuplicatePluginError(singular, name, first, second)
         try:
             return self._entries[kind][name]
         except KeyError:
-            raise UnknownPluginError(KINDS[kind][0], name, self._entries[kind]) from None
+            raise UnknownPluginError(singular, name, self._entries[kind]) from None
+
+    def tables(self):
+        """Spec table name -> parse function, for every table a plugin claimed."""
+        return {name: entry.cls for name, entry in self._entries["tables"].items()}
 
     def create(self, kind, name, **params):
         """An instance of the class registered as ``name``, built from ``params``.
 
         A defense's ``preset`` parameter fills in the values of that preset that ``params``
-        do not set (see :func:`advx.defense.with_preset`).
+        do not set (see :func:`advx.kernel.defense.with_preset`).  Parameters that hold a
+        plugin are built from their tables by this registry.
         """
         entry = self.get(kind, name)
         if entry.kind == "defense":
@@ -135,18 +163,23 @@ class Registry:
                 params = with_preset(entry.cls, params)
             except KeyError as exc:
                 raise ParameterError(exc.args[0]) from None
-        return instantiate(entry.cls, entry.kind, params)
+        return instantiate(entry.cls, entry.kind, params, self)
+
+
+def _check_name(plugin, what, name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(f"{plugin}: {what} name {name!r} is not kebab-case")
 
 
 def _plural(kind):
     plural = kind if kind.endswith("s") else kind + "s"
-    if plural not in KINDS:
+    if plural not in KINDS and plural != "tables":
         raise UsageError(f"unknown plugin kind {kind!r}; allowed: {', '.join(KINDS)}")
     return plural
 
 
 def summary(cls):
-    """The first paragraph of the class docstring, on one line."""
+    """The first paragraph of the class (or function) docstring, on one line."""
     doc = (cls.__doc__ or "").strip()
     return " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
 
@@ -163,24 +196,59 @@ def describe_params(cls):
             default = default.factory()
         required = default is attrs.NOTHING
         hint = hints.get(field.name, field.type)
+        kind = field.metadata.get(PLUGIN_KEY)
         params.append({
             "name": field.name,
             "default": None if required else default,
             "required": required,
-            "type": getattr(hint, "__name__", str(hint)) if hint is not None else None,
+            "type": (f"{KINDS[kind][0]} table" if kind in KINDS else
+                     getattr(hint, "__name__", str(hint)) if hint is not None else None),
             "help": field.metadata.get("help", ""),
         })
     return params
 
 
-def instantiate(cls, kind, params):
-    """``cls(**params)`` with unknown or invalid parameters reported as :class:`ParameterError`."""
+def instantiate(cls, kind, params, registry=None):
+    """``cls(**params)`` with unknown or invalid parameters reported as :class:`ParameterError`;
+    plugin-valued parameters given as tables (or left at a table default) are built by
+    ``registry``."""
     allowed = [p["name"] for p in describe_params(cls)]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ParameterError(f"{kind} {cls.name!r} has no parameter {', '.join(unknown)}; "
                              f"allowed: {', '.join(allowed) or 'none'}")
+    if registry is not None:
+        params = _nested(cls, kind, params, registry)
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{kind} {cls.name!r}: {exc}") from None
+
+
+def _nested(cls, kind, params, registry):
+    """``params`` with each plugin-valued parameter given as a table built into a plugin."""
+    params = dict(params)
+    for field in attrs.fields(cls):
+        nested = field.metadata.get(PLUGIN_KEY)
+        if nested is None:
+            continue
+        value = params.get(field.name, _table_default(field))
+        if not isinstance(value, dict):
+            continue
+        table = dict(value)
+        name = table.pop("name", None)
+        if not isinstance(name, str):
+            raise ParameterError(f"{kind} {cls.name!r}: {field.name} needs name = \"...\", "
+                                 f"one of: {', '.join(registry.names(nested))}")
+        try:
+            params[field.name] = registry.create(nested, name, **table)
+        except UsageError as exc:
+            raise ParameterError(f"{kind} {cls.name!r}: {field.name}: {exc}") from None
+    return params
+
+
+def _table_default(field):
+    default = field.default
+    if isinstance(default, attrs.Factory) and not default.takes_self:
+        default = default.factory()
+    return default if isinstance(default, dict) else None

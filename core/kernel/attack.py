@@ -167,29 +167,32 @@ class MinimizationAttack(Attack):
 class TransferAttack(FixedEpsilonAttack):
     """Adversarials crafted on a *source* model by a *source attack*, evaluated on the target.
 
-    Subclasses declare two fields the runner reads: ``source`` (a model table as in a spec:
-    name, parameters, ``train`` or ``checkpoint``; or, from Python, a module) and
-    ``source_attack`` (an attack table: name and parameters). Inside ``advx run`` the runner
-    takes the source set from the cache (computing it if absent, under the same threat model,
-    samples and targets) and evaluates it on the target through :class:`Replay`; ``run`` is
-    only used when an attack is called directly from Python.
+    Subclasses declare two fields: ``source`` (a model table as in a spec: name, parameters,
+    ``train`` or ``checkpoint``; or, from Python, a module) and ``source_attack`` (an attack,
+    built by the registry from a table with its name and parameters; its field metadata says
+    ``{"plugin": "attacks"}``).  Inside ``advx run`` the run takes the source set from the
+    cache (computing it if absent, under the same threat model, samples and targets) and
+    evaluates it on the target through :class:`Replay`; ``run`` is only used when an attack is
+    called directly from Python.
     """
 
     access: ClassVar[str] = "transfer"
 
-    def source_attack_instance(self):
-        """The source attack, built from the ``source_attack`` table by the registry."""
-        from .. import get_registry  # the package imports this module first
-
-        params = {k: v for k, v in self.source_attack.items() if k != "name"}
-        return get_registry().create("attacks", self.source_attack["name"], **params)
-
     def supported_norms(self):
-        return self.source_attack_instance().supported_norms()
+        return _source_attack(self).supported_norms()
 
     def check_threat(self, threat):
         super().check_threat(threat)
-        self.source_attack_instance().check_threat(threat)
+        _source_attack(self).check_threat(threat)
+
+
+def _source_attack(transfer):
+    attack = transfer.source_attack
+    if not isinstance(attack, Attack):
+        raise UsageError(f"attack {transfer.name!r}: source_attack must be an attack; build the "
+                         "transfer attack with advx.get_attack(...) so that its table is built "
+                         f"by the registry (got {attack!r})")
+    return attack
 
 
 @attrs.frozen(kw_only=True, eq=False)

@@ -1,32 +1,81 @@
-"""The defense interface: preprocessors that transform inputs, and training defenses that
-produce weights.  (Detectors and whole-model defenses are kinds the registry knows; their base
-classes come with the issues that need them.)
+"""The defense interface: how a defense changes the model a run attacks.
 
-A model entry of a spec lists its defenses in the order an input meets them::
+A model entry lists its defenses in the order an input meets them::
 
     [[models]]
     name = "madry-cnn"
     defenses = [ { name = "binarize" }, { name = "adversarial-training", preset = "cpu" } ]
 
-Preprocessors wrap the trained module (:class:`Preprocessed`); at most one training defense
-says how the module's weights are trained (the weights cache key includes it).
+The run builds the defended model in two stages, the same for every kind of defense:
+
+1. The classifier's weights: trained by the model plugin's recipe, or by the one
+   :class:`TrainingDefense` of the list (:meth:`~TrainingDefense.recipe` adjusts the recipe,
+   :meth:`~TrainingDefense.train` trains), or loaded from a checkpoint.
+2. Every other defense, from the last listed to the first, replaces the module built so far by
+   ``defense.apply(module, context)``; so the first listed sees the raw input.
+
+The kernel's kinds are :class:`Preprocessor` (x -> x' before the model, with a gradient that
+keeps white-box attacks adaptive), :class:`Detector` (an N-class classifier becomes one with
+N + 1 outputs, index N meaning "rejected", thresholded at a false-positive rate on clean data),
+:class:`ModelDefense` (a model of its own, which may contain the classifier) and
+:class:`TrainingDefense`.  A plugin may define another kind by subclassing :class:`Defense` and
+overriding :meth:`Defense.apply`: nothing in the core lists the kinds.  ``context`` is a
+:class:`BuildContext`.
 """
 
+import typing
 from typing import ClassVar
 
 import attrs
 import torch
+from attrs import validators as v
 from torch import nn
 
-DEFENSE_KINDS = ("preprocessor", "detector", "training", "model")
+from .model import REJECT_ATTRIBUTE, reject_index
+
+
+class BuildContext(typing.Protocol):
+    """What a defense gets while the run builds a model (implemented by the core).
+
+    ``dataset`` is the run's dataset plugin (``dataset.load("train")``), ``device`` where the
+    model runs, ``adaptive`` whether preprocessors pass a straight-through gradient (the
+    model entry's setting).
+    """
+
+    dataset: typing.Any
+    device: torch.device
+    adaptive: bool
+
+    def create(self, kind, name, **params):
+        """An instance of the plugin ``name`` of ``kind`` ("attacks", ...) from the run's
+        registry."""
+
+    def fit(self, module, recipe, *, loss=None, label=None):
+        """Train ``module`` on the dataset's training split by ``recipe`` (an
+        :class:`advx.TrainRecipe`); ``loss(module, x, y, position)`` replaces the clean
+        cross-entropy of a batch.  Seeded, deterministic on the CPU.  Returns the module."""
+
+    def cached(self, identity, build, train):
+        """A module of the defense's own (an autoencoder, say), trained once and cached:
+        ``build()`` makes it (seeded), ``train(module)`` trains it when the weights cache has
+        no entry for ``identity`` (a JSON-ready dict; the dataset's identity is added)."""
+
+    def progress(self, description, total):
+        """A context manager yielding ``advance(n=1, status=None)`` for a progress display."""
 
 
 @attrs.frozen(kw_only=True)
 class Defense:
-    """Base class of defenses: preprocessors, detectors, training recipes or whole models."""
+    """Base class of defenses.  ``presets`` maps a preset name to parameter values; a spec's
+    ``preset = "cpu"`` fills in every parameter it does not set itself."""
 
     name: ClassVar[str]
-    kind: ClassVar[str] = "preprocessor"
+    kind: ClassVar[str] = "defense"
+    presets: ClassVar[dict] = {}
+
+    def apply(self, module, context):
+        """The defended module built around ``module`` (see the module docstring)."""
+        return module
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +98,9 @@ class Preprocessor(Defense):
         """``transform(x)`` in the forward pass, the identity in the backward pass (BPDA)."""
         return x + (self.transform(x) - x).detach()
 
+    def apply(self, module, context):
+        return self.wrap(module, adaptive=context.adaptive)
+
     def wrap(self, model, adaptive=True):
         """``model`` behind this preprocessor; see :class:`Preprocessed`."""
         return Preprocessed(model, self, adaptive)
@@ -63,6 +115,7 @@ class Preprocessed(nn.Module):
     def __init__(self, model, preprocessor, adaptive=True):
         super().__init__()
         self.model, self.preprocessor, self.adaptive = model, preprocessor, adaptive
+        _carry_reject_index(self, model)
 
     def forward(self, x):
         if not (torch.is_grad_enabled() and x.requires_grad):
@@ -74,30 +127,121 @@ class Preprocessed(nn.Module):
         return self.model(out if out.requires_grad else out + 0 * x)
 
 
+def _probability(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{attribute.name} must be a number in (0, 1), got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Detector(Defense):
+    """Rejects inputs whose score exceeds a threshold set at a false-positive rate.
+
+    :meth:`scorer` returns a module mapping inputs to one score each (higher: more likely
+    adversarial), differentiable where white-box attacks should adapt to it; it may contain
+    the classifier and parts trained by the detector itself (``context.cached``).  The
+    threshold is the ``1 - fpr`` quantile of the scores of ``calibration`` clean inputs (the
+    last ones of the training split), so that at most a fraction ``fpr`` of them is rejected.
+    The defended model (:class:`Detected`) has one output more than the classifier: index N,
+    "rejected".  A rejected adversarial counts as defended, a rejected clean input as an error.
+    """
+
+    kind: ClassVar[str] = "detector"
+
+    fpr: float = attrs.field(default=0.01, validator=_probability, metadata={
+        "help": "false-positive rate on clean calibration inputs the threshold is set at"})
+    calibration: int = attrs.field(
+        default=1000, validator=[v.instance_of(int), v.ge(1)],
+        metadata={"help": "clean inputs (the last of the training split) the threshold is "
+                          "calibrated on"})
+
+    def scorer(self, classifier, context):
+        """A module ``x -> scores (N,)``; higher means more likely adversarial."""
+        raise NotImplementedError
+
+    def apply(self, module, context):
+        scorer = self.scorer(module, context)
+        x, _ = context.dataset.load("train")
+        threshold = calibrate(scorer, x[-self.calibration:], self.fpr, context.device)
+        return Detected(module, scorer, threshold, context.dataset.info.num_classes)
+
+
+def calibrate(scorer, x, fpr, device, batch_size=500):
+    """The threshold at which a fraction of at most ``fpr`` of the scores of ``x`` lies above
+    (their ``1 - fpr`` quantile, rounded up to a score that occurs)."""
+    scorer.to(device).eval()
+    with torch.no_grad():
+        scores = torch.cat([scorer(part.to(device)).double().cpu() for part in
+                            x.split(batch_size)])
+    return float(torch.quantile(scores, 1 - fpr, interpolation="higher"))
+
+
+class Detected(nn.Module):
+    """A classifier with a detector: logits ``[z_0 .. z_{N-1}, max_j z_j + s(x) - t]``.
+
+    The last output (index N, :func:`~advx.kernel.model.reject_index`) wins exactly when the
+    score ``s(x)`` exceeds the threshold ``t``, and it is differentiable in both the classifier
+    and the score, so an attack can be made to avoid it (Carlini & Wagner, 2017).  Behind a
+    detector already, the classifier's own reject output is kept and takes the larger of the
+    two rejections: detectors stack.
+    """
+
+    def __init__(self, classifier, scorer, threshold, num_classes):
+        super().__init__()
+        self.classifier, self.scorer = classifier, scorer
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        inner = reject_index(classifier)
+        self.inner_reject = inner
+        setattr(self, REJECT_ATTRIBUTE, num_classes if inner is None else inner)
+
+    def forward(self, x):
+        logits = self.classifier(x)
+        score = self.scorer(x).to(logits.dtype)
+        reject = logits.amax(1) + score - self.threshold.to(logits.dtype)
+        if self.inner_reject is None:
+            return torch.cat([logits, reject.unsqueeze(1)], 1)
+        column = torch.maximum(logits[:, self.inner_reject], reject)
+        return torch.cat([logits[:, :self.inner_reject], column.unsqueeze(1),
+                          logits[:, self.inner_reject + 1:]], 1)
+
+
+@attrs.frozen(kw_only=True)
+class ModelDefense(Defense):
+    """A defense that is a model of its own, built around (or instead of) the classifier:
+    randomised smoothing, an ensemble, analysis by synthesis."""
+
+    kind: ClassVar[str] = "model"
+
+    def build(self, classifier, context):
+        """The defended module; ``classifier`` is the trained classifier of the entry."""
+        raise NotImplementedError
+
+    def apply(self, module, context):
+        return self.build(module, context)
+
+
 @attrs.frozen(kw_only=True)
 class TrainingDefense(Defense):
     """Says how a model's weights are trained (adversarial training, distillation, ...).
 
-    ``presets`` maps a preset name to parameter values; a spec's ``preset = "cpu"`` fills in
-    every parameter it does not set itself.  :meth:`recipe` adjusts the model's training recipe
-    (epochs, learning rate, an adversary); :meth:`train` trains the built module (by default the
-    standard loop on the adjusted recipe).  The defense's parameters enter the weights' cache
-    key, so each setting is trained once.
+    :meth:`recipe` adjusts the model's training recipe (epochs, learning rate); :meth:`train`
+    trains the built module (by default the standard loop on the adjusted recipe).  The
+    defense's parameters enter the weights' cache key, so each setting is trained once.
     """
 
     kind: ClassVar[str] = "training"
-    presets: ClassVar[dict] = {}
 
     def recipe(self, base):
         """The :class:`~advx.TrainRecipe` to train with, given the model's ``base`` recipe."""
         return base
 
-    def train(self, module, dataset, recipe, *, device, progress, label):
-        """Train ``module`` on ``dataset`` by ``recipe`` (already adjusted by :meth:`recipe`)."""
-        from ..train.loop import train_model  # training imports this package lazily
+    def train(self, module, recipe, context):
+        """Train ``module`` by ``recipe`` (already adjusted by :meth:`recipe`)."""
+        return context.fit(module, recipe)
 
-        return train_model(module, dataset, recipe, device=device, progress=progress,
-                           label=label)
+
+def _carry_reject_index(wrapper, inner):
+    if reject_index(inner) is not None:
+        setattr(wrapper, REJECT_ATTRIBUTE, reject_index(inner))
 
 
 def with_preset(cls, params):

@@ -1,67 +1,87 @@
-"""Running a spec from start to finish: protocol, session, report files."""
+"""Running a spec from start to finish: protocol, artefacts, report files.
+
+1. The protocol evaluates on a :class:`~advx.run.context.Session` (the run context).
+2. ``advx_run_finished(context, report, out_dir)``: plugins write artefacts (the built-in
+   reports plugin draws the pictures) and may add entries to the report.
+3. spec.toml and report.json are written (atomically).
+4. ``advx_write_report(report, out_dir)``: plugins write the pages (report.md, report.html),
+   from report.json alone, as ``advx report RUN_DIR`` does again later.
+"""
 
 import datetime
+import json
 import time
 from pathlib import Path
 
-import attrs
 import torch
 
 from .._version import __version__
-from ..train.loop import resolve_device
-from . import picture_run
-from .report import write_report
-from .session import Session
-from .spec import PluginSpec
+from ..kernel.errors import AdvxError
+from ..kernel.params import plugin_params
+from ..kernel.progress import no_progress
+from ..kernel.protocol import RUN_KEYS
+from ..store.atomic import write_text
+from .context import Session
+from .report import write_pages
+from .spec_write import spec_to_dict
 from .tomlwrite import dumps
 
 
-def with_overrides(spec, limit=None, seed=None):
-    """``spec`` with the protocol's limit and seed replaced where given (CLI flags win)."""
-    params = dict(spec.protocol.params)
-    if limit is not None:
-        params["limit"] = limit
-    if seed is not None:
-        params["seed"] = seed
-    return attrs.evolve(spec, protocol=PluginSpec(spec.protocol.name, params))
+class ProtocolError(AdvxError):
+    """A protocol returned results the report cannot hold."""
 
 
-def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=True):
-    """Evaluate ``spec``; write report.json, report.md and spec.toml to ``out_dir``."""
-    started = time.perf_counter()
-    protocol = registry.create("protocols", spec.protocol.name, **spec.protocol.params)
-    session = Session(spec, registry, protocol, device=resolve_device(device), cache=cache,
-                      progress=progress)
-    hook = registry.loaded.pm.hook.advx_unit_finished
-    session.observers.append(lambda unit, result: hook(unit=unit, result=result))
-    measured = protocol.evaluate(session)
-    drawn, skipped = picture_run.render(session, measured, Path(out_dir), spec.pictures)
+def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=no_progress):
+    """Evaluate ``spec``; write spec.toml, report.json and the plugins' pages to ``out_dir``."""
+    started, out_dir = time.perf_counter(), Path(out_dir)
+    session = Session(spec, registry, device=device, cache=cache, progress=progress)
+    session.observers.append(
+        lambda unit, result: registry.hook.advx_unit_finished(unit=unit, result=result))
+    measured = checked_results(spec.protocol, spec.protocol.evaluate(session))
     report = {
         "advx_version": __version__,
         "torch_version": torch.__version__,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": str(session.device),
         "title": spec.title,
-        "spec": spec.to_dict(),
-        "dataset": {"name": spec.dataset.name, "identity": session.dataset.identity(),
+        "spec": spec_to_dict(spec),
+        "dataset": {"name": spec.dataset.name, "identity": spec.dataset.identity(),
                     "n": session.n},
         "protocol": spec.protocol.name,
         "models": [_model_entry(session, m, measured) for m in spec.models],
         **measured,
-        "pictures": drawn,
-        "skipped_pictures": skipped,
     }
+    registry.hook.advx_run_finished(context=session, report=report, out_dir=out_dir)
     report["seconds"] = round(time.perf_counter() - started, 2)
     # wall time of the attack phase: computing, resuming or reading every adversarial set
     report["attack_phase_seconds"] = round(session.set_seconds, 3)
-    write_report(out_dir, report, dumps(spec.to_dict()))
+    write_text(out_dir / "spec.toml", dumps(report["spec"]))
+    write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_pages(report, out_dir, registry)
     return report
 
 
-def _model_entry(session, model_spec, measured):
-    session.model(model_spec)
-    return {"id": model_spec.id, "name": model_spec.plugin.name,
-            "params": model_spec.plugin.params, "source": session.model_sources[model_spec.id],
-            "defenses": [d.name for d in model_spec.defenses], "adaptive": model_spec.adaptive,
-            "weights_digest": session.weights_digest(model_spec),
-            "clean_accuracy": measured.get("clean_accuracy", {}).get(model_spec.id)}
+def checked_results(protocol, measured):
+    """``measured`` if it is a JSON-ready dict whose keys are not the run's own."""
+    if not isinstance(measured, dict):
+        raise ProtocolError(f"protocol {protocol.name!r} returned {type(measured).__name__}, "
+                            "not a dict")
+    taken = sorted(set(measured) & RUN_KEYS)
+    if taken:
+        raise ProtocolError(f"protocol {protocol.name!r} returned the key(s) "
+                            f"{', '.join(taken)}, which the run writes itself; use other names")
+    try:
+        json.dumps(measured)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"protocol {protocol.name!r} returned a value JSON cannot hold: "
+                            f"{exc}") from None
+    return measured
+
+
+def _model_entry(session, model, measured):
+    return {"id": model.id, "name": model.name,
+            "params": plugin_params(model.plugin, defaults=False),
+            "source": session.model_source(model),
+            "defenses": [d.name for d in model.defenses], "adaptive": model.adaptive,
+            "weights_digest": session.weights_digest(model),
+            "clean_accuracy": measured.get("clean_accuracy", {}).get(model.id)}

@@ -12,8 +12,9 @@ def _value(value):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, dict):  # None stands for a default: left out, as in tables
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()
+                                if v is not None) + " }"
     if value is None:
         raise ValueError("TOML has no null value")
     raise TypeError(f"cannot write {type(value).__name__} as TOML")

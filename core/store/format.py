@@ -4,21 +4,21 @@ Under ``<cache root>/adversarials/``:
 
 - ``<key>.h5``: a complete set. It is written to a temporary file and renamed into place, so it
   is never seen half-written, and it is never modified afterwards.
-- ``<key>.partial.h5``: a set being computed batch by batch (:mod:`advx.setwriter`); a run that
-  was killed resumes from it.
+- ``<key>.partial.h5``: a set being computed shard by shard (:mod:`advx.store.writer`); a run
+  that was killed resumes from it.
 - ``<key>.lock``: locked (``flock``) by the process computing ``<key>``.
 
 The key is the sha256 of the set's *identity* (model weights, defenses, dataset and sample
-indices, attack and parameters, threat model, targets, seed, batch size) and the format version.
+indices, attack and parameters, threat model, targets, seed, and the method for sets that are
+not one attack call) and the format version.  The batch size is no part of it: every sample
+draws from its own random stream, so a set is the same whatever batches or shards computed it.
 A complete file is read as valid only when its format, completion flag, shapes and content digest
 all check out; anything else raises :class:`CorruptSetError`. The file layout is documented in
 docs/cache-format.md.
 """
 
-import contextlib
 import hashlib
 import json
-import os
 import pathlib
 
 import attrs
@@ -28,8 +28,8 @@ import numpy as np
 from ..kernel.errors import UsageError
 
 FORMAT = "advx-adversarial-set"
-FORMAT_VERSION = 1
-RESULTS = ("x_adv", "success", "distance", "pred", "queries")  # written batch by batch
+FORMAT_VERSION = 2  # 2: no batch size in the identity, per-sample streams, shard records
+RESULTS = ("x_adv", "success", "distance", "pred", "queries")  # written shard by shard
 INPUTS = ("y", "indices", "targets")  # known before the attack runs; targets -1 if untargeted
 ARRAYS = RESULTS + INPUTS
 FINAL_SUFFIX = ".h5"
@@ -77,13 +77,13 @@ def sets_dir(root):
 
 @attrs.frozen(eq=False)
 class StoredSet:
-    """A complete set read from disk: its arrays (numpy), provenance and batch records."""
+    """A complete set read from disk: its arrays (numpy), provenance and shard records."""
 
     key: str
     path: pathlib.Path
     arrays: dict
     provenance: dict
-    batches: dict  # start, stop, seconds (numpy arrays, one entry per batch)
+    shards: dict  # start, stop, seconds (numpy arrays, one entry per shard computed)
 
     @property
     def n(self):
@@ -91,7 +91,7 @@ class StoredSet:
 
     @property
     def seconds(self):
-        return float(self.batches["seconds"].sum())
+        return float(self.shards["seconds"].sum())
 
 
 def read_set(path):
@@ -103,7 +103,7 @@ def read_set(path):
             if not bool(f.attrs.get("complete", False)):
                 raise CorruptSetError(f"{path.name}: not marked complete")
             arrays = {name: _read_array(f, name, path) for name in ARRAYS}
-            batches = {name: f["batches"][name][()] for name in ("start", "stop", "seconds")}
+            shards = {name: f["shards"][name][()] for name in ("start", "stop", "seconds")}
             provenance = json.loads(f.attrs["provenance"])
             key, digest = str(f.attrs["key"]), str(f.attrs["digest"])
     except CorruptSetError:
@@ -115,7 +115,7 @@ def read_set(path):
         raise CorruptSetError(f"{path.name}: content digest does not match (altered or damaged)")
     if key != path.name.removesuffix(FINAL_SUFFIX):
         raise CorruptSetError(f"{path.name}: holds set {key}, not the one its name says")
-    return StoredSet(key, path, arrays, provenance, batches)
+    return StoredSet(key, path, arrays, provenance, shards)
 
 
 def check_format(f, path):
@@ -125,8 +125,10 @@ def check_format(f, path):
         raise CorruptSetError(f"{path.name}: not an advx adversarial set (format {name!r})")
     version = int(f.attrs.get("format_version", -1))
     if version != FORMAT_VERSION:
-        raise OutdatedSetError(f"{path.name}: format version {version}, this advx reads "
-                               f"{FORMAT_VERSION}")
+        age = "an older" if version < FORMAT_VERSION else "a newer"
+        raise OutdatedSetError(f"{path.name}: {age} format (version {version}; this advx reads "
+                               f"{FORMAT_VERSION}): recomputed when a run asks for it, removed "
+                               "by `advx cache gc`")
 
 
 def _read_array(f, name, path):
@@ -139,83 +141,6 @@ def _check_lengths(arrays, path):
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise CorruptSetError(f"{path.name}: datasets have different lengths {lengths}")
-
-
-def fsync_path(path):
-    """Flush the file at ``path`` (and, for a rename, its folder) to the disk."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else os.O_RDONLY
-    with contextlib.suppress(OSError):  # some file systems refuse fsync on folders
-        fd = os.open(path, flags)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-class SetLock:
-    """An exclusive lock on one key, held by the process computing that set.
-
-    ``flock`` locks are released by the kernel when the process dies, even by SIGKILL, so a
-    killed run never leaves a stale lock behind. The lock file is removed on release; a waiter
-    that locked a file removed meanwhile tries again on the new one.
-    """
-
-    def __init__(self, path):
-        self.path = pathlib.Path(path)
-        self._fd = None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            _lock(fd)
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self._fd = fd
-                return self
-            os.close(fd)
-
-    def __exit__(self, *exc):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._fd)  # closing releases the lock
-        self._fd = None
-
-
-def _lock(fd):
-    try:
-        import fcntl
-    except ImportError:  # Windows: msvcrt locks one byte, retrying until it is free
-        import msvcrt
-
-        while True:
-            with contextlib.suppress(OSError):
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                return
-    else:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def is_locked(path):
-    """True if another process holds the lock at ``path`` (POSIX; False where unknown)."""
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def resolve_key(root, prefix):

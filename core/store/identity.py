@@ -1,11 +1,14 @@
-"""What identifies a work unit's adversarial set, and the provenance stored with it.
+"""What identifies an adversarial set, the seeds derived from it, and the provenance stored with it.
 
-The identity covers everything the set's content depends on: the model's weights, the defense
-stack, the dataset and which samples, the attack and all its parameters (defaults included), the
-threat model, how targets are chosen, the seed and the batch size (each batch's random stream is
-seeded by its first index). It names nothing local to one spec file (entry ids, paths), so two
-specs that ask for the same set share it. Seeds derive from the identity; the cache key adds the
-format version (:func:`advx.store.set_key`).
+The identity covers everything the set's content depends on: the model's weights (the whole
+defended model's, defenses' own parts included) and defense stack, the dataset and which
+samples, the attack and all its parameters (defaults included), the threat model, how targets
+are chosen, the seed and, for a set that is not one attack call, the method that computes it.
+It names nothing local to one spec file (entry ids, paths) and nothing that does not change the
+content (batch size, device count), so two specs or two machines that ask for the same set
+share it.  Every sample's random stream is seeded from the identity and the sample's test-set
+index (:func:`sample_seeds`); the cache key adds the format version
+(:func:`advx.store.format.set_key`).
 """
 
 import datetime
@@ -13,12 +16,14 @@ import hashlib
 import json
 import platform
 
-import attrs
 import h5py
 import numpy as np
 import torch
 
 from .._version import __version__
+from ..kernel.params import plugin_identity
+from ..kernel.random import derive
+from .format import identity_digest
 
 
 def unit_seed(*parts):
@@ -27,38 +32,47 @@ def unit_seed(*parts):
     return int(digest[:15], 16)
 
 
-def attack_params(attack):
-    """The attack's parameters as plain data, defaults included."""
-    return attrs.asdict(attack, recurse=True)
+def set_identity(*, model_name, weights_sha256, defenses, dataset_identity, indices, attack,
+                 threat, target, seed, method=None, source_key=None):
+    """The identity of one adversarial set (JSON-ready).
 
-
-def set_identity(*, model_name, weights_sha256, dataset_identity, n, attack, threat, target,
-                 seed, batch_size, source_key=None, defenses=(), selection=None):
-    """The identity of one adversarial set (JSON-ready); ``defenses`` is the model's defense
-    stack as plain data (see :func:`advx.defense_stack.identity`)."""
+    :param defenses: the model's defense stack as plain data (name, kind, parameters).
+    :param indices: the test-set indices of the set's samples (an int64 tensor).
+    :param attack: the attack instance.
+    :param method: the identity of the set's :class:`advx.SetMethod`, if it has one.
+    """
     identity = {
         "model": {"plugin": model_name, "weights_sha256": weights_sha256},
         "defenses": list(defenses),
         "dataset": {"identity": dataset_identity, "split": "test",
-                    "indices": _indices(selection, n)},
-        "attack": {"plugin": attack.name, "params": attack_params(attack),
+                    "indices": _indices(indices)},
+        "attack": {**plugin_identity(attack),
                    **({"revision": attack.revision} if attack.revision > 1 else {})},
         "threat": {"norm": threat.norm, "eps": threat.eps, "bounds": list(threat.bounds),
                    "targeted": threat.targeted},
         "target": target if threat.targeted else None,
         "seed": seed,
-        "batch_size": batch_size,
     }
+    if method is not None:
+        identity["method"] = method
     if source_key is not None:
         identity["source_set"] = source_key
     return identity
 
 
-def _indices(selection, n):
+def _indices(indices):
     """``[0, n]`` for the first n test samples (a range), else the list of indices."""
-    if selection is None or torch.equal(selection, torch.arange(n)):
+    n = len(indices)
+    if torch.equal(indices, torch.arange(n)):
         return [0, n]
-    return selection.tolist()
+    return indices.tolist()
+
+
+def sample_seeds(identity, indices):
+    """One int64 seed per sample: from the identity's digest and the sample's test-set index,
+    so a sample draws the same random numbers in whatever batch or shard it is computed."""
+    base = torch.full((len(indices),), unit_seed(identity_digest(identity)), dtype=torch.int64)
+    return derive(base, indices.to(torch.int64))
 
 
 def provenance(identity, *, spec_fragment, device):
@@ -87,12 +101,11 @@ def result_layout(x, threat):
 
 
 def result_arrays(result):
-    """An :class:`advx.AttackResult` as numpy arrays named like the set's results."""
-    return {"x_adv": result.x_adv.detach().cpu().numpy(),
-            "success": result.success.cpu().numpy(),
-            "distance": result.distance.detach().cpu().numpy(),
-            "pred": result.pred.cpu().numpy(),
-            "queries": result.queries.cpu().numpy()}
+    """An :class:`advx.AttackResult` (or a dict of tensors with its fields) as numpy arrays
+    named like the set's results."""
+    get = result.get if isinstance(result, dict) else lambda name: getattr(result, name)
+    return {name: get(name).detach().cpu().numpy()
+            for name in ("x_adv", "success", "distance", "pred", "queries")}
 
 
 def _numpy_dtype(dtype):

@@ -17,11 +17,11 @@ from .format import (
     CorruptSetError,
     OutdatedSetError,
     check_format,
-    is_locked,
     read_set,
     resolve_key,
     sets_dir,
 )
+from .lock import is_locked
 
 STATUSES = ("complete", "partial", "outdated", "corrupt")
 
@@ -65,8 +65,7 @@ def describe(path):
             check_format(f, path)
             provenance = json.loads(f.attrs["provenance"])
             total = len(f["y"])
-            batch_size = int(provenance["identity"]["batch_size"])
-            done = _done_samples(f, total, path.name.endswith(PARTIAL_SUFFIX), batch_size)
+            done = _done_samples(f, total, path.name.endswith(PARTIAL_SUFFIX))
     except OutdatedSetError as exc:
         return SetEntry(status="outdated", problem=str(exc), **base)
     except (CorruptSetError, OSError, KeyError, ValueError, TypeError) as exc:
@@ -76,14 +75,17 @@ def describe(path):
                     **summary(provenance), **base)
 
 
-def _done_samples(f, total, partial, batch_size):
-    """Samples stored: all of a complete set; those of recorded batches of a partial one."""
+def _done_samples(f, total, partial):
+    """Samples stored: all of a complete set; those of recorded shards of a partial one
+    (their digests are checked when a run resumes them)."""
     if not partial:
         return total
-    done = f["batches"]["done"][()].astype(bool)
-    starts = np.arange(len(done)) * batch_size
-    sizes = np.minimum(starts + batch_size, total) - starts
-    return int(sizes[done].sum())
+    records = f["shards"]
+    done = records["done"][()].astype(bool)
+    covered = np.zeros(total, dtype=bool)
+    for start, stop in zip(records["start"][()][done], records["stop"][()][done]):
+        covered[int(start):int(stop)] = True
+    return int(covered.sum())
 
 
 def summary(provenance):
@@ -91,16 +93,16 @@ def summary(provenance):
     identity = provenance.get("identity", {})
     spec = provenance.get("spec", {})
     threat = identity.get("threat", {})
-    eps, curve = threat.get("eps"), identity.get("curve")
-    if curve:  # a sweep of the curve protocol: its eps grid
-        grid = curve.get("eps") or [0]
+    eps, method = threat.get("eps"), identity.get("method") or {}
+    if method.get("eps"):  # a sweep over an eps grid (the curve protocol's search)
+        grid = method["eps"]
         text = f"{threat.get('norm', '?')} sweep {min(grid):g}-{max(grid):g} ({len(grid)})"
     else:
         text = f"{threat.get('norm', '?')} {'min' if eps is None else format(eps, 'g')}"
     if threat.get("targeted"):
         text += f" targeted ({identity.get('target')})"
     model = spec.get("model", {}).get("id") or identity.get("model", {}).get("plugin", "?")
-    attack = spec.get("attack", {}).get("id") or identity.get("attack", {}).get("plugin", "?")
+    attack = spec.get("attack", {}).get("id") or identity.get("attack", {}).get("name", "?")
     return {"model": model, "attack": attack, "threat": text}
 
 

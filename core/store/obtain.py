@@ -1,9 +1,10 @@
-"""Obtaining an adversarial set: from the store if it is there, else computed batch by batch.
+"""Obtaining an adversarial set: from the store if it is there, else computed shard by shard.
 
-:func:`obtain_set` is what the runner calls for every (model, attack, threat) unit. A complete,
-verified file is read and nothing is written. Otherwise the process takes the key's lock, reads
-the file again (another process may have finished it meanwhile), resumes the partial file's
-verified batches, computes the missing ones in order, and renames the finished set into place.
+:func:`obtain_set` is what the run calls for every set. A complete, verified file is read and
+nothing is written. Otherwise the process takes the key's lock, reads the file again (another
+process may have finished it meanwhile), keeps the partial file's verified shards, computes the
+rows no shard covers in parts of at most ``batch_size`` rows, and renames the finished set
+into place.
 """
 
 import logging
@@ -12,8 +13,9 @@ import time
 import attrs
 import numpy as np
 
-from .format import FINAL_SUFFIX, CorruptSetError, SetLock, read_set, sets_dir
-from .writer import SetWriter
+from .format import FINAL_SUFFIX, CorruptSetError, read_set, sets_dir
+from .lock import SetLock
+from .writer import SetWriter, missing_ranges
 
 log = logging.getLogger("advx")
 
@@ -24,9 +26,9 @@ ORIGINS = ("computed", "cache", "resumed")
 class Obtained:
     """A set and where it came from: computed now, read from the cache, or resumed."""
 
-    stored: object  # advx.store.StoredSet
+    stored: object  # advx.store.format.StoredSet
     origin: str
-    reused_batches: int = 0
+    reused_batches: int = 0  # shards of a partial file kept on resume
 
 
 def try_read(path):
@@ -40,14 +42,17 @@ def try_read(path):
         return None
 
 
-def obtain_set(root, key, *, inputs, layout, batch_size, provenance, compute_batch,
-               advance=lambda n: None):
+def obtain_set(root, key, *, inputs, layout, batch_size, provenance, compute_rows,
+               prepare=lambda: None, advance=lambda n: None):
     """The set ``key`` under the cache ``root``: read, resumed or computed; see :class:`Obtained`.
 
-    :param inputs: numpy arrays y, indices, targets (the samples, in batch order).
-    :param layout: result name -> (numpy dtype, row shape), as ``compute_batch`` returns them.
-    :param compute_batch: ``f(start, stop) -> dict`` of numpy result arrays for those rows.
-    :param advance: called with the number of samples of each batch done (progress display).
+    :param inputs: numpy arrays y, indices, targets (the samples, in set order).
+    :param layout: result name -> (numpy dtype, row shape), as ``compute_rows`` returns them.
+    :param compute_rows: ``f(start, stop, state) -> dict`` of numpy result arrays for those rows;
+        a row's result must not depend on which rows share the call.
+    :param prepare: ``f() -> state``, called once before the first rows are computed (never
+        when the set is read whole from the cache).
+    :param advance: called with the number of samples of each part done (progress display).
     """
     directory = sets_dir(root)
     final = directory / f"{key}{FINAL_SUFFIX}"
@@ -60,24 +65,31 @@ def obtain_set(root, key, *, inputs, layout, batch_size, provenance, compute_bat
         if stored is not None:  # another process finished it while we waited for the lock
             advance(stored.n)
             return Obtained(stored, "cache")
-        writer = SetWriter(directory, key, inputs, batch_size, provenance)
-        done = writer.done_batches(layout)
-        _compute_missing(writer, layout, done, compute_batch, advance)
+        writer = SetWriter(directory, key, inputs, provenance)
+        done = writer.done_shards(layout)
+        advance(sum(stop - start for start, stop in done))
+        _compute_missing(writer, layout, missing_ranges(done, writer.n), batch_size,
+                         compute_rows, prepare, advance)
         path = writer.finish()
     origin = "resumed" if done else "computed"
     return Obtained(read_set(path), origin, len(done))
 
 
-def _compute_missing(writer, layout, done, compute_batch, advance):
+def parts(ranges, batch_size):
+    """The ``(start, stop)`` parts of at most ``batch_size`` rows that cover ``ranges``."""
+    return [(start, min(start + batch_size, stop)) for first, stop in ranges
+            for start in range(first, stop, batch_size)]
+
+
+def _compute_missing(writer, layout, missing, batch_size, compute_rows, prepare, advance):
     writer.open(layout)
     try:
-        for index, start in enumerate(writer.starts):
-            stop = min(start + writer.batch_size, writer.n)
-            if index not in done:
-                began = time.perf_counter()
-                results = compute_batch(start, stop)
-                _check_layout(results, layout, stop - start)
-                writer.write_batch(index, results, time.perf_counter() - began)
+        state = prepare() if missing else None
+        for start, stop in parts(missing, batch_size):
+            began = time.perf_counter()
+            results = compute_rows(start, stop, state)
+            _check_layout(results, layout, stop - start)
+            writer.write_rows(start, stop, results, time.perf_counter() - began)
             advance(stop - start)
     finally:
         writer.close()

@@ -5,18 +5,16 @@ attributes ``format`` ("advx-weights"), ``format_version`` and ``metadata`` (JSO
 written to a temporary file beside the target and renamed, so a reader never sees half a file.
 """
 
-import contextlib
 import hashlib
 import json
-import os
 import pathlib
-import uuid
 
 import h5py
 import numpy as np
 import torch
 
 from ..kernel.errors import UsageError
+from .atomic import write_file
 
 FORMAT = "advx-weights"
 FORMAT_VERSION = 1
@@ -28,17 +26,11 @@ _STORED_AS = {torch.bfloat16: torch.int16}
 
 def save_weights(module, path, metadata):
     """Write ``module``'s state dict and ``metadata`` (JSON-ready dict) to ``path`` atomically."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # honours the umask
-    try:
+    def write(temp):
         with h5py.File(temp, "w-") as f:
             _write(f, module.state_dict(), metadata)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+
+    write_file(path, write)
 
 
 def _write(f, state, metadata):

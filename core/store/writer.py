@@ -1,21 +1,23 @@
-"""Writing one adversarial set batch by batch, so that a killed run resumes and loses nothing.
+"""Writing one adversarial set part by part, so that a killed run resumes and loses nothing.
 
 A set being computed lives in ``<key>.partial.h5``. It is created whole (every dataset allocated
 at full size, contiguous, the inputs y/indices/targets written) under a temporary name and
-renamed into place, so from then on writing a batch only overwrites bytes already allocated and
-never changes the file's structure. Each batch is written in this order:
+renamed into place, so from then on writing rows only overwrites bytes already allocated and
+never changes the file's structure. Rows are written as *shards* (any range ``start:stop`` of
+the set: a batch of this run, of a run with another batch size, or a worker's share), each in
+this order:
 
 1. its rows of x_adv, success, distance, pred and queries; flush and fsync;
-2. its completion record: the rows' sha256 and the seconds it took, then ``done = 1``; flush
-   and fsync.
+2. its record in the next free slot: start, stop, the rows' sha256 and the seconds it took,
+   then ``done = 1``; flush and fsync.
 
 A kill between the two steps leaves rows without a record: they are recomputed. On resume every
-recorded batch is checked against its digest, so a torn write is recomputed, never trusted. A
+recorded shard is checked against its digest, so a torn write is recomputed, never trusted. A
 partial file that cannot be opened, or was made for another layout, is discarded.
 
-When every batch is done, :meth:`SetWriter.finish` writes the complete file (x_adv chunked and
-compressed), renames it to ``<key>.h5`` and removes the partial file. Only one process works on
-a key at a time (:class:`advx.store.SetLock`).
+When every row is recorded, :meth:`SetWriter.finish` writes the complete file (x_adv chunked
+and compressed, the shard records sorted), renames it to ``<key>.h5`` and removes the partial
+file. Only one process works on a key at a time (:class:`advx.store.lock.SetLock`).
 """
 
 import contextlib
@@ -27,6 +29,7 @@ import uuid
 import h5py
 import numpy as np
 
+from .atomic import fsync_path
 from .format import (
     FINAL_SUFFIX,
     FORMAT,
@@ -37,46 +40,51 @@ from .format import (
     CorruptSetError,
     arrays_digest,
     check_format,
-    fsync_path,
 )
 
 FILL_ROWS = 4096  # rows zero-filled per write when a partial file is created
+SPARE_SLOTS = 64  # record slots beyond one per row (shards whose digest failed use one too)
 
 
 class SetWriter:
     """The partial file of one set; see the module docstring for the protocol."""
 
-    def __init__(self, directory, key, inputs, batch_size, provenance):
+    def __init__(self, directory, key, inputs, provenance):
         self.directory = pathlib.Path(directory)
-        self.key, self.inputs, self.batch_size = key, inputs, int(batch_size)
-        self.provenance = provenance
+        self.key, self.inputs, self.provenance = key, inputs, provenance
         self.n = len(inputs["y"])
-        self.starts = list(range(0, self.n, self.batch_size))
+        self.slots = self.n + SPARE_SLOTS
         self.path = self.directory / f"{key}{PARTIAL_SUFFIX}"
         self.final_path = self.directory / f"{key}{FINAL_SUFFIX}"
         self._file = None
+        self._next_slot = 0
 
     # -- resuming --------------------------------------------------------------------------
 
-    def done_batches(self, layout):
-        """Indices of batches already stored and verified; discards an unusable partial file.
+    def done_shards(self, layout):
+        """``[(start, stop), ...]`` of the shards already stored and verified, sorted and not
+        overlapping; discards an unusable partial file.
 
         ``layout`` maps each result name to ``(dtype, row shape)``; a partial file made for
         another layout (or another set) is removed and recomputed.
         """
         if not self.path.exists():
-            return set()
+            return []
         try:
             with h5py.File(self.path, "r", locking=False) as f:
                 self._check_partial(f, layout)
-                return self._verified(f)
+                shards, self._next_slot = self._verified(f)
         except (OSError, KeyError, ValueError, TypeError, CorruptSetError, _Mismatch):
             self.path.unlink(missing_ok=True)
-            return set()
+            return []
+        if self._next_slot >= self.slots:  # no free record slot left: start over
+            self.path.unlink(missing_ok=True)
+            return []
+        return shards
 
     def _check_partial(self, f, layout):
         check_format(f, self.path)
-        if f.attrs.get("key") != self.key or len(f["batches"]["done"]) != len(self.starts):
+        if f.attrs.get("key") != self.key or len(f["shards"]["done"]) != self.slots:
             raise _Mismatch
         for name, (dtype, shape) in layout.items():
             if f[name].dtype != dtype or f[name].shape != (self.n, *shape):
@@ -86,15 +94,22 @@ class SetWriter:
                 raise _Mismatch
 
     def _verified(self, f):
-        done = f["batches"]["done"][()]
-        digests = f["batches"]["digest"][()]
-        good = set()
-        for index in np.flatnonzero(done):
-            start, stop = self._rows(index)
+        records = f["shards"]
+        done = np.flatnonzero(records["done"][()])
+        starts, stops = records["start"][()], records["stop"][()]
+        digests = records["digest"][()]
+        covered = np.zeros(self.n, dtype=bool)
+        good = []
+        for slot in done:
+            start, stop = int(starts[slot]), int(stops[slot])
+            if not 0 <= start < stop <= self.n or covered[start:stop].any():
+                continue
             rows = {name: f[name][start:stop] for name in RESULTS}
-            if arrays_digest(rows) == digests[index].decode():
-                good.add(int(index))
-        return good
+            if arrays_digest(rows) == digests[slot].decode():
+                covered[start:stop] = True
+                good.append((start, stop))
+        next_slot = int(done.max()) + 1 if len(done) else 0
+        return sorted(good), next_slot
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -102,6 +117,7 @@ class SetWriter:
         """Open the partial file for writing, creating it if absent."""
         if not self.path.exists():
             self._create(layout)
+            self._next_slot = 0
         self._file = h5py.File(self.path, "r+")
         return self
 
@@ -110,31 +126,38 @@ class SetWriter:
             self._file.close()
             self._file = None
 
-    def write_batch(self, index, results, seconds):
-        """Store batch ``index`` (a dict of numpy arrays) and then its completion record."""
+    def write_rows(self, start, stop, results, seconds):
+        """Store the rows ``start:stop`` (a dict of numpy arrays) and then their record."""
         f = self._file
-        start, stop = self._rows(index)
         for name in RESULTS:
             f[name][start:stop] = results[name]
         self._sync()
-        batches = f["batches"]
-        batches["digest"][index] = arrays_digest(results).encode()
-        batches["seconds"][index] = seconds
-        batches["done"][index] = 1
+        records, slot = f["shards"], self._next_slot
+        records["start"][slot], records["stop"][slot] = start, stop
+        records["digest"][slot] = arrays_digest(results).encode()
+        records["seconds"][slot] = seconds
+        records["done"][slot] = 1
         self._sync()
+        self._next_slot += 1
 
     def finish(self):
         """Write the complete file, rename it to ``<key>.h5``, remove the partial file."""
         self.close()
         with h5py.File(self.path, "r") as f:
-            if not f["batches"]["done"][()].all():
-                raise RuntimeError(f"{self.path.name}: finish() before every batch is stored")
+            shards = self._verified(f)[0]
+            records = f["shards"]
+            seconds = dict(zip(zip(records["start"][()].tolist(), records["stop"][()].tolist()),
+                               records["seconds"][()].tolist()))
+            if sum(b - a for a, b in shards) != self.n:
+                raise RuntimeError(f"{self.path.name}: finish() before every row is stored")
             arrays = {name: f[name][()] for name in RESULTS + INPUTS}
-            seconds = f["batches"]["seconds"][()]
+        table = {"start": np.array([a for a, _ in shards], dtype=np.int64),
+                 "stop": np.array([b for _, b in shards], dtype=np.int64),
+                 "seconds": np.array([seconds[s] for s in shards], dtype=np.float64)}
         temp = self.directory / f".{self.key}.{uuid.uuid4().hex}.tmp"
         try:
             with h5py.File(temp, "w-") as out:
-                _write_complete(out, self.key, arrays, self._records(seconds), self.provenance)
+                _write_complete(out, self.key, arrays, table, self.provenance)
             fsync_path(temp)
             os.replace(temp, self.final_path)
         except BaseException:
@@ -146,15 +169,6 @@ class SetWriter:
         return self.final_path
 
     # -- internals -------------------------------------------------------------------------
-
-    def _rows(self, index):
-        start = self.starts[index]
-        return start, min(start + self.batch_size, self.n)
-
-    def _records(self, seconds):
-        starts = np.asarray(self.starts, dtype=np.int64)
-        stops = np.minimum(starts + self.batch_size, self.n)
-        return {"start": starts, "stop": stops, "seconds": np.asarray(seconds, np.float64)}
 
     def _sync(self):
         self._file.flush()
@@ -170,11 +184,10 @@ class SetWriter:
                     _allocate(f, name, (self.n, *shape), dtype)
                 for name in INPUTS:
                     f.create_dataset(name, data=self.inputs[name], track_times=False)
-                group = f.create_group("batches")
-                count = len(self.starts)
-                _allocate(group, "done", (count,), np.uint8)
-                _allocate(group, "seconds", (count,), np.float64)
-                _allocate(group, "digest", (count,), "S64")
+                group = f.create_group("shards")
+                for name, dtype in (("start", np.int64), ("stop", np.int64), ("done", np.uint8),
+                                    ("seconds", np.float64), ("digest", "S64")):
+                    _allocate(group, name, (self.slots,), dtype)
             fsync_path(temp)
             os.replace(temp, self.path)
         except BaseException:
@@ -185,6 +198,18 @@ class SetWriter:
 
 class _Mismatch(Exception):
     """A partial file made for another set or layout."""
+
+
+def missing_ranges(shards, n):
+    """The row ranges of ``0:n`` that no shard of ``shards`` (sorted, disjoint) covers."""
+    gaps, cursor = [], 0
+    for start, stop in shards:
+        if start > cursor:
+            gaps.append((cursor, start))
+        cursor = max(cursor, stop)
+    if cursor < n:
+        gaps.append((cursor, n))
+    return gaps
 
 
 def _allocate(group, name, shape, dtype):
@@ -204,7 +229,7 @@ def _set_attrs(f, key, provenance, complete):
     f.attrs["complete"] = complete
 
 
-def _write_complete(f, key, arrays, records, provenance):
+def _write_complete(f, key, arrays, shards, provenance):
     _set_attrs(f, key, provenance, complete=True)
     for name, values in arrays.items():
         options = {}
@@ -213,7 +238,7 @@ def _write_complete(f, key, arrays, records, provenance):
             options = {"chunks": (rows, *values.shape[1:]), "compression": "gzip",
                        "compression_opts": 4, "shuffle": True}
         f.create_dataset(name, data=values, track_times=False, **options)
-    group = f.create_group("batches")
-    for name, values in records.items():
+    group = f.create_group("shards")
+    for name, values in shards.items():
         group.create_dataset(name, data=values, track_times=False)
     f.attrs["digest"] = arrays_digest(arrays)

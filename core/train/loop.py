@@ -1,83 +1,12 @@
-"""The standard training recipe: a seeded, deterministic (on CPU) cross-entropy training loop."""
+"""The training loop: seeded, deterministic on the CPU, cross-entropy unless told otherwise."""
 
 import contextlib
-from collections.abc import Mapping
 
-import attrs
 import torch
 import torch.nn.functional as F
-from attrs import validators as v
 
-from ..kernel.errors import ParameterError, UsageError
-from .progress import progress_bar
-
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def _checked(*validators):
-    """An attrs validator that reports failures as :class:`ParameterError`."""
-    inner = v.and_(*validators)
-
-    def check(instance, attribute, value):
-        try:
-            inner(instance, attribute, value)
-        except (TypeError, ValueError) as exc:
-            message = exc.args[0] if exc.args else str(exc)
-            raise ParameterError(f"train recipe: {message}") from None
-
-    return check
-
-
-def _adversary_table(instance, attribute, value):
-    if value is None:
-        return
-    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
-        raise TypeError("'adversary' must be a table with the attack's name, norm and eps, e.g. "
-                        "{ name = \"pgd\", norm = \"linf\", eps = 0.3, steps = 7 }")
-
-
-def _not_bool(instance, attribute, value):
-    if isinstance(value, bool):
-        raise TypeError(f"'{attribute.name}' must be a number, not the bool {value!r}")
-
-
-_INT = v.and_(_not_bool, v.instance_of(int))
-_NUMBER = v.and_(_not_bool, v.instance_of((int, float)))
-
-
-@attrs.frozen(kw_only=True)
-class TrainRecipe:
-    """How to train a model: optimizer, learning rate, epochs, batch size and seed.
-
-    ``lr_schedule`` "cosine" anneals the learning rate from ``lr`` to 0 over all batches.
-    ``adversary`` (a table: attack ``name``, ``norm``, ``eps``, the attack's parameters and an
-    optional ``clean_weight``) trains on that attack's adversarials of each batch instead of the
-    clean batch (adversarial training, Madry et al. 2018); see :mod:`advx.adversarial_training`.
-    """
-
-    optimizer: str = attrs.field(default="adam", validator=_checked(v.in_(OPTIMIZERS)))
-    lr: float = attrs.field(default=1e-3, validator=_checked(_NUMBER, v.gt(0)))
-    epochs: int = attrs.field(default=5, validator=_checked(_INT, v.gt(0)))
-    batch_size: int = attrs.field(default=128, validator=_checked(_INT, v.gt(0)))
-    weight_decay: float = attrs.field(default=0.0, validator=_checked(_NUMBER, v.ge(0)))
-    momentum: float = attrs.field(default=0.9, validator=_checked(_NUMBER, v.ge(0), v.lt(1)))
-    seed: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
-    lr_schedule: str = attrs.field(default="constant", validator=_checked(v.in_(LR_SCHEDULES)))
-    adversary: dict | None = attrs.field(default=None, validator=_checked(_adversary_table))
-
-    @classmethod
-    def from_dict(cls, d, base=None):
-        """``base`` (default: the defaults) with the fields named in ``d`` replaced."""
-        base = cls() if base is None else base
-        if not isinstance(d, Mapping):
-            raise ParameterError(f"train recipe must be a table of fields, not {d!r}")
-        allowed = [field.name for field in attrs.fields(cls)]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            raise ParameterError(f"train recipe has no field {', '.join(map(str, unknown))}; "
-                                 f"allowed: {', '.join(allowed)}")
-        return attrs.evolve(base, **d)
+from ..kernel.errors import UsageError
+from ..kernel.progress import no_progress
 
 
 def resolve_device(device):
@@ -120,14 +49,15 @@ def seeded(seed, device="cpu"):
         yield
 
 
-def train_model(module, dataset, recipe, *, device="cpu", progress=True, label=None,
+def train_model(module, dataset, recipe, *, device="cpu", progress=no_progress, label=None,
                 loss=None):
     """Train ``module`` on ``dataset``'s train split by ``recipe``; returns it in eval mode.
 
     Batches are drawn by a shuffle seeded from ``recipe.seed`` and dropout is seeded too, so two
     runs on the CPU with the same seed give identical weights. ``label`` names the model in the
-    progress bar.  ``loss(module, x, y, position)`` replaces the recipe's batch loss (see
-    :func:`batch_loss`; ``position`` is ``(epoch, batch)``).
+    progress display (``progress``: a factory, see :mod:`advx.kernel.progress`).
+    ``loss(module, x, y, position)`` replaces the clean cross-entropy of a batch (``position``
+    is ``(epoch, batch)``).
     """
     label = label or _label(module, dataset)
     device = resolve_device(device)
@@ -136,17 +66,18 @@ def train_model(module, dataset, recipe, *, device="cpu", progress=True, label=N
     optimizer = make_optimizer(module, recipe)
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * -(-len(x) // recipe.batch_size))
     order = torch.Generator().manual_seed(recipe.seed)
-    step = loss or batch_loss(recipe, dataset.info.bounds)
+    step = loss or clean_loss
+    show = progress is not no_progress
     with seeded(recipe.seed, device):
         for epoch in range(recipe.epochs):
             batches = torch.randperm(len(x), generator=order).split(recipe.batch_size)
             description = f"train {label} epoch {epoch + 1}/{recipe.epochs}"
-            with progress_bar(description, len(batches), enabled=progress) as advance:
+            with progress(description, len(batches)) as advance:
                 for number, index in enumerate(batches):
                     xb, yb = x[index].to(device), y[index].to(device)
                     loss = _train_step(module, optimizer, step(module, xb, yb, (epoch, number)))
                     scheduler.step()
-                    advance(status=f"loss {loss.item():.4f}" if progress else None)
+                    advance(status=f"loss {loss.item():.4f}" if show else None)
     return module.eval()
 
 
@@ -154,14 +85,9 @@ def _label(module, dataset):
     return f"{type(module).__name__} on {getattr(dataset, 'name', type(dataset).__name__)}"
 
 
-def batch_loss(recipe, bounds):
-    """``f(module, x, y, position) -> loss`` of one batch: cross-entropy on the clean batch, or
-    on adversarials of it when the recipe has an adversary."""
-    if recipe.adversary is None:
-        return lambda module, x, y, position: F.cross_entropy(module(x), y)
-    from .adversarial import adversarial_loss  # needs the registry: imported late
-
-    return adversarial_loss(recipe, bounds)
+def clean_loss(module, x, y, position):
+    """The cross-entropy of a clean batch (the default batch loss)."""
+    return F.cross_entropy(module(x), y)
 
 
 def _train_step(module, optimizer, loss):

@@ -4,8 +4,6 @@ the black-box part of Madry et al., 2018)."""
 import advx
 import attrs
 import torch
-from advx.kernel.attack import TransferAttack
-from advx.kernel.errors import UsageError
 
 
 def _is_table_or_module(instance, attribute, value):
@@ -16,14 +14,14 @@ def _is_table_or_module(instance, attribute, value):
         raise ValueError(f"{attribute.name} needs name = \"<model plugin>\"")
 
 
-def _is_attack_table(instance, attribute, value):
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+def _is_attack(instance, attribute, value):
+    if not isinstance(value, advx.Attack):
         raise ValueError(f"{attribute.name} must be an attack table with name = \"<attack>\" "
                          f"and its parameters; got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
-class Transfer(TransferAttack):
+class Transfer(advx.TransferAttack):
     """Adversarials of ``source_attack`` on the ``source`` model, evaluated on the target model.
 
     The target is never queried while the examples are made: this is the black-box transfer
@@ -40,16 +38,16 @@ class Transfer(TransferAttack):
     source: object = attrs.field(validator=_is_table_or_module, metadata={
         "help": "source model table: name, parameters, and train = {...} or checkpoint = "
                 "\"...\" (e.g. { name = \"madry-cnn\", train = { seed = 2 } })"})
-    source_attack: dict = attrs.field(
-        factory=lambda: {"name": "pgd"}, validator=_is_attack_table,
+    source_attack: advx.Attack = attrs.field(
+        factory=lambda: {"name": "pgd"}, validator=_is_attack,
         metadata={"help": "attack run on the source model: name and parameters "
-                          "(e.g. { name = \"pgd\", steps = 40, step_size = 0.01 })"})
+                          "(e.g. { name = \"pgd\", steps = 40, step_size = 0.01 })",
+                  "plugin": "attacks"})
 
     def run(self, model, x, y, threat, *, targets, rng):
         if not isinstance(self.source, torch.nn.Module):
-            raise UsageError("a transfer attack whose source is a model table runs inside "
-                             "`advx run`; from Python, give source=<torch module>")
-        attack = self.source_attack_instance()
-        result = attack(self.source.to(x.device), x, y, threat, targets=targets,
-                        seed=rng.spawn())
+            raise advx.UsageError("a transfer attack whose source is a model table runs "
+                                  "inside `advx run`; from Python, give source=<torch module>")
+        result = self.source_attack(self.source.to(x.device), x, y, threat, targets=targets,
+                                    seed=rng.spawn())
         return result.x_adv, torch.zeros(len(x), dtype=torch.int64, device=x.device)

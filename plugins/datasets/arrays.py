@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import torch
-from advx.kernel.errors import UsageError
+from advx import UsageError
 
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 

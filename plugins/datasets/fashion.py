@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import attrs
-from advx.kernel.dataset import Dataset, DatasetInfo
-from advx.kernel.errors import UsageError
+from advx import Dataset, DatasetInfo, UsageError
 
 from .arrays import IDX_FILE_LIST, check_split, find_idx_files, load_idx_directory
 

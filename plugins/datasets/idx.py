@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from advx.kernel.errors import UsageError
+from advx import UsageError
 
 # IDX element type code -> big-endian numpy dtype
 IDX_DTYPES = {

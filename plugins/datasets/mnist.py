@@ -13,8 +13,7 @@ from typing import ClassVar
 
 import attrs
 import h5py
-from advx.kernel.dataset import Dataset, DatasetInfo
-from advx.kernel.errors import UsageError
+from advx import Dataset, DatasetInfo, UsageError
 
 from .arrays import (
     IDX_FILE_LIST,

@@ -14,8 +14,7 @@ from typing import ClassVar
 import attrs
 import numpy as np
 import torch
-from advx.kernel.dataset import Dataset, DatasetInfo
-from advx.kernel.errors import ParameterError
+from advx import Dataset, DatasetInfo, ParameterError
 
 from .arrays import check_split
 

@@ -1,12 +1,19 @@
 """Adversarial training (Madry et al., 2018) and fast adversarial training (Wong et al., 2020).
 
-Both train on adversarials of each batch, made by advx's own ``pgd`` attack on the model being
-trained (in eval mode, seeded per batch): the recipe's ``adversary`` table, see
-:mod:`advx.train.adversarial`.  Fast adversarial training is the one-step case: FGSM from a
+Both replace each training batch by adversarials of it, made by the ``pgd`` attack of the run's
+registry on the model being trained.  The attack runs on the model in eval mode (the core's
+attack call sets it and restores train mode), so batch-norm statistics are not updated by its
+passes; its random streams are seeded by the recipe's seed and the batch's position, so
+training stays reproducible.  Fast adversarial training is the one-step case: FGSM from a
 uniformly random start in the eps ball, with a step of 1.25 eps, projected back into the ball.
 """
 
+import hashlib
+import json
+
+import advx
 import attrs
+import torch.nn.functional as F
 from attrs import validators as v
 
 from ._recipe import RecipeOverrides
@@ -35,10 +42,34 @@ class _AdversaryTraining(RecipeOverrides):
         """The ``pgd`` parameters of the training adversary."""
         raise NotImplementedError
 
-    def recipe(self, base):
-        adversary = {"name": "pgd", "norm": self.norm, "eps": self.eps, **self.attack_params(),
-                     "clean_weight": self.clean_weight}
-        return attrs.evolve(super().recipe(base), adversary=adversary)
+    def threat(self, bounds):
+        """The training threat model for inputs in ``bounds``."""
+        return advx.ThreatModel(norm=self.norm, eps=self.eps, bounds=bounds)
+
+    def train(self, module, recipe, context):
+        attack = context.create("attacks", "pgd", **self.attack_params())
+        threat = self.threat(context.dataset.info.bounds)
+        return context.fit(module, recipe, loss=adversarial_loss(attack, threat,
+                                                                 self.clean_weight, recipe.seed))
+
+
+def adversarial_loss(attack, threat, clean_weight, seed):
+    """The batch loss of adversarial training: the cross-entropy of ``attack``'s adversarials
+    of the batch, mixed with the clean loss by ``clean_weight``."""
+    def loss(module, x, y, position):
+        x_adv = attack(module, x, y, threat, seed=batch_seed(seed, *position)).x_adv
+        value = F.cross_entropy(module(x_adv), y)
+        if clean_weight:
+            value = (1 - clean_weight) * value + clean_weight * F.cross_entropy(module(x), y)
+        return value
+
+    return loss
+
+
+def batch_seed(seed, epoch, batch):
+    """The adversary's seed for one batch of training: from the recipe seed and its position."""
+    text = json.dumps([seed, "adversary", epoch, batch])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 @attrs.frozen(kw_only=True)

@@ -2,7 +2,6 @@
 
 import copy
 
-import advx
 import attrs
 import torch
 import torch.nn.functional as F
@@ -38,17 +37,15 @@ class Distillation(RecipeOverrides):
         default=100.0, converter=float, validator=v.gt(0),
         metadata={"help": "softmax temperature T of teacher and student training"})
 
-    def train(self, module, dataset, recipe, *, device, progress, label):
-        t = self.temperature
+    def train(self, module, recipe, context):
+        t, label = self.temperature, context.label or "model"
         teacher = copy.deepcopy(module)
-        advx.train_model(teacher, dataset, recipe, device=device, progress=progress,
-                         label=f"{label} teacher (T={t:g})",
-                         loss=lambda m, x, y, position: F.cross_entropy(m(x) / t, y))
+        context.fit(teacher, recipe, label=f"{label} teacher (T={t:g})",
+                    loss=lambda m, x, y, position: F.cross_entropy(m(x) / t, y))
 
         def soft_labels(m, x, y, position):
             with torch.no_grad():
                 target = F.softmax(teacher(x) / t, dim=1)
             return -(target * F.log_softmax(m(x) / t, dim=1)).sum(1).mean()
 
-        return advx.train_model(module, dataset, recipe, device=device, progress=progress,
-                                label=f"{label} student (T={t:g})", loss=soft_labels)
+        return context.fit(module, recipe, label=f"{label} student (T={t:g})", loss=soft_labels)

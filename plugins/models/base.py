@@ -1,7 +1,7 @@
 """The module shape every built-in model shares: ``features`` then a linear ``head``."""
 
 import torch
-from advx.kernel.errors import UsageError
+from advx import UsageError
 from torch import nn
 
 

@@ -144,7 +144,8 @@ def activation_differences(model, x, x_adv):
     import torch
 
     layers = conv_layers(model)
-    names = {id(module): name for name, module in model.named_modules()}
+    # names as in the module the run wraps (InvariantBatches adds a leading "module.")
+    names = {id(module): name.removeprefix("module.") for name, module in model.named_modules()}
     parameter = next(model.parameters(), None)
     like = {} if parameter is None else {"device": parameter.device, "dtype": parameter.dtype}
     x, x_adv = (torch.as_tensor(a).to(**like) for a in (x, x_adv))

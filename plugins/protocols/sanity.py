@@ -8,6 +8,7 @@ closer (a stronger or adaptive attack), not a proof of masking.
 
 import math
 
+import advx
 import attrs
 
 TOLERANCE = 0.01  # robust accuracies closer than 1 point count as equal
@@ -42,16 +43,15 @@ class _Row:
         return self.result["attack"]
 
 
-def sanity_flags(session, results):
+def sanity_flags(context, results):
     """The flags raised by :data:`CHECKS` over ``results`` (robust-accuracy result rows)."""
-    attacks = {a.id: session.registry.create("attacks", a.plugin.name, **a.plugin.params)
-               for a in session.spec.attacks}
+    attacks = {a.id: a.attack for a in context.attacks}
     rows = [_Row(r, attacks[r["attack"]]) for r in results if not r["targeted"]]
     groups = {}
     for row in rows:
         key = (row.result["model"], row.result["norm"], row.result["eps"])
         groups.setdefault(key, []).append(row)
-    box = _box_sizes(session)
+    box = _box_sizes(context)
     flags = []
     for (model, norm, eps), group in groups.items():
         where = {"model": model, "norm": norm, "eps": eps}
@@ -63,10 +63,10 @@ def sanity_flags(session, results):
     return flags
 
 
-def _box_sizes(session):
+def _box_sizes(context):
     """Per norm, the radius of a ball around any input that holds the whole input box."""
-    lower, upper = session.bounds
-    width, x = upper - lower, session.x
+    lower, upper = context.bounds
+    width, x = upper - lower, context.x
     pixels = x[0, 0].numel() if x.dim() == 4 else x[0].numel()
     elements = x[0].numel()
     return {"linf": width, "l2": width * math.sqrt(elements), "l1": width * elements,
@@ -106,7 +106,7 @@ def _same_attack_more_budget(small, large):
     """``large`` is ``small`` with at least as many steps and restarts, and more of one."""
     if type(small) is not type(large):
         return False
-    a, b = attrs.asdict(small), attrs.asdict(large)
+    a, b = advx.plugin_params(small), advx.plugin_params(large)
     if any(a[k] != b[k] for k in a if k not in BUDGET_KEYS):
         return False
     more = [b.get(k, 1) - a.get(k, 1) for k in ("steps", "restarts")]

@@ -9,20 +9,21 @@ A spec's optional ``[pictures]`` table::
     models = ["blog-cnn"] # model ids (default: every model)
     attacks = ["jsma"]    # attack ids whose adversarials are drawn (default: every attack)
 
-Without the table a run draws the curves only.  Curves come from the protocol's ``curves`` if
-it has them, else from the robust-accuracy rows of attacks run at two or more eps (and the
-worst case).  The other pictures use each attack's
-largest eps (its adversarial set, from the cache): a grid of clean / perturbation /
-adversarial, the model's penultimate features in PCA and tSNE with the chosen samples and their
-adversarials joined by arrows, and the per-layer activation differences.  A picture that cannot
-be drawn (matplotlib or scikit-learn missing) is listed with the reason instead.
+The table is claimed by the built-in reports plugin (``advx_register_tables``).  Without it a
+run draws the curves only.  Curves come from the protocol's ``curves`` if it has them, else from
+the robust-accuracy rows of attacks run at two or more eps (and the worst case).  The other
+pictures use each attack's largest eps (its adversarial set, from the cache): a grid of clean /
+perturbation / adversarial, the model's penultimate features in PCA and tSNE with the chosen
+samples and their adversarials joined by arrows, and the per-layer activation differences.  A
+picture that cannot be drawn (matplotlib or scikit-learn missing) is listed with the reason instead.
 """
 
+import advx
 import attrs
 import torch
 
 from . import pictures as draw
-from .specparts import SpecError
+from . import representation
 
 KINDS = ("curves", "grid", "representation", "activations")
 FEATURE_SAMPLES = 1000  # clean test inputs in the representation pictures
@@ -42,43 +43,44 @@ class PicturesSpec:
                 for k, v in attrs.asdict(self).items() if v is not None}
 
 
-def parse_pictures(value, models, attacks, where):
-    """The :class:`PicturesSpec` of a spec's ``[pictures]`` table (None when absent)."""
-    if value is None:
-        return None
-    at = where.at("pictures")
+def parse_pictures(value, spec):
+    """The :class:`PicturesSpec` of a spec's ``[pictures]`` table (the ``advx_register_tables``
+    parser of the reports plugin; ``spec`` has the models and attacks its ids name)."""
     if not isinstance(value, dict):
-        raise at.error("must be a table, e.g. [pictures] with kinds = [\"grid\"]")
+        raise advx.UsageError("must be a table, e.g. [pictures] with kinds = [\"grid\"]")
     unknown = sorted(set(value) - {f.name for f in attrs.fields(PicturesSpec)})
     if unknown:
-        raise at.error(f"unknown key {', '.join(unknown)}; allowed: "
-                       f"{', '.join(f.name for f in attrs.fields(PicturesSpec))}")
-    kinds = _names(value.get("kinds", list(KINDS)), KINDS, at.at("kinds"))
-    chosen = {key: _names(value[key], [e.id for e in entries], at.at(key))
-              for key, entries in (("models", models), ("attacks", attacks)) if key in value}
+        raise advx.UsageError(f"unknown key {', '.join(unknown)}; allowed: "
+                              f"{', '.join(f.name for f in attrs.fields(PicturesSpec))}")
+    kinds = _names(value.get("kinds", list(KINDS)), KINDS, "kinds")
+    chosen = {key: _names(value[key], [e.id for e in entries], key)
+              for key, entries in (("models", spec.models), ("attacks", spec.attacks))
+              if key in value}
     samples = value.get("samples", 10)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 20:
-        raise at.at("samples").error(f"must be a whole number from 1 to 20, got {samples!r}")
+        raise advx.UsageError(f"samples must be a whole number from 1 to 20, got {samples!r}")
     indices = value.get("indices")
     if indices is not None and (not isinstance(indices, list) or not indices or len(indices) > 20
-                                or not all(isinstance(i, int) and i >= 0 for i in indices)):
-        raise at.at("indices").error(
-            "must be a list of 1 to 20 positions (>= 0) among the evaluated samples")
+                                or not all(isinstance(i, int) and not isinstance(i, bool)
+                                           and i >= 0 for i in indices)):
+        raise advx.UsageError(
+            "indices must be a list of 1 to 20 positions (>= 0) among the evaluated samples")
     return PicturesSpec(kinds, samples, tuple(indices) if indices else None, **chosen)
 
 
-def _names(value, allowed, at):
+def _names(value, allowed, key):
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise at.error("must be a list of names")
+        raise advx.UsageError(f"{key} must be a list of names")
     unknown = [v for v in value if v not in allowed]
     if unknown:
-        raise at.error(f"unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+        raise advx.UsageError(f"{key}: unknown {', '.join(map(repr, unknown))}; allowed: "
+                              f"{', '.join(allowed)}")
     return tuple(value)
 
 
-def render(session, measured, out_dir, spec):
-    """Draw the pictures ``spec`` asks for (without a ``[pictures]`` table: the curves only);
-    ``(pictures, skipped)`` for report.json."""
+def render(context, measured, out_dir, spec):
+    """Draw the pictures ``spec`` asks for (without a ``[pictures]`` table: the curves only)
+    from the run ``context``; ``(pictures, skipped)`` for report.json."""
     spec = spec or PicturesSpec(kinds=("curves",))
     done, skipped = [], []
 
@@ -94,9 +96,9 @@ def render(session, measured, out_dir, spec):
     if "curves" in spec.kinds and (curves := curves_of(measured)):
         attempt("curves", "curves", "Robust accuracy against eps",
                 lambda path: draw.plot_curves(curves, path))
-    for model in _chosen(session.spec.models, spec.models):
-        for attack in _chosen(session.spec.attacks, spec.attacks):
-            _adversarial_pictures(session, model, attack, spec, attempt)
+    for model in _chosen(context.models, spec.models):
+        for attack in _chosen(context.attacks, spec.attacks):
+            _adversarial_pictures(context, model, attack, spec, attempt)
     return done, skipped
 
 
@@ -122,16 +124,16 @@ def curves_of(measured):
             for (m, a, n), points in series.items() if len(points) > 1]
 
 
-def _adversarial_pictures(session, model_spec, attack_spec, spec, attempt):
+def _adversarial_pictures(context, model_spec, attack_spec, spec, attempt):
     eps = attack_spec.eps[-1] if attack_spec.eps != (None,) else None
-    outcome = session.outcome(model_spec, attack_spec, eps)
+    outcome = context.outcome(model_spec, attack_spec, eps)
     index = _samples(outcome, spec)
     if not len(index):
         return
-    arrays = session.adversarial_set(model_spec, attack_spec, eps).stored.arrays
-    module = session.model(model_spec)
-    x = session.x[index].to(session.device)
-    x_adv = torch.from_numpy(arrays["x_adv"][index.numpy()]).to(session.device)
+    arrays = context.obtain(advx.SetRequest(model_spec, attack_spec, eps)).stored.arrays
+    module = context.module(model_spec)
+    x = context.x[index].to(context.device)
+    x_adv = torch.from_numpy(arrays["x_adv"][index.numpy()]).to(context.device)
     with torch.no_grad():
         probabilities = module(x_adv).softmax(1).cpu()
     pred = probabilities.argmax(1)
@@ -143,21 +145,21 @@ def _adversarial_pictures(session, model_spec, attack_spec, spec, attempt):
     title = f"{attack_spec.id} ({threat}) on {model_spec.id}"
     if "grid" in spec.kinds:
         attempt("grid", f"grid-{name}", f"Adversarials: {title}", lambda path: draw.plot_grid(
-            x.cpu(), x_adv.cpu(), session.y[index], pred, probabilities.max(1).values, path,
-            targets=targets, bounds=session.bounds), **label)
+            x.cpu(), x_adv.cpu(), context.y[index], pred, probabilities.max(1).values, path,
+            targets=targets, bounds=context.bounds), **label)
     if "representation" in spec.kinds:
-        features, labels, originals, adversarials = _features(session, module, x, x_adv)
+        features, labels, originals, adversarials = _features(context, module, x, x_adv)
         for method in ("pca", "tsne"):
             attempt("representation", f"{method}-{name}", f"{method.upper()} of the "
-                    f"penultimate features: {title}", lambda path, m=method: draw.
+                    f"penultimate features: {title}", lambda path, m=method: representation.
                     plot_representation(features, labels, m, path, originals=originals,
                                         adversarials=adversarials, adversarial_labels=pred),
                     **label)
     if "activations" in spec.kinds:
         rows = slice(0, ACTIVATION_ROWS)
         attempt("activations", f"activations-{name}", f"Activation differences: {title}",
-                lambda path: draw.plot_activation_differences(module, x[rows], x_adv[rows],
-                                                              path), **label)
+                lambda path: representation.plot_activation_differences(
+                    module, x[rows], x_adv[rows], path), **label)
 
 
 def _samples(outcome, spec):
@@ -168,11 +170,11 @@ def _samples(outcome, spec):
     return outcome.eligible.nonzero().squeeze(1)[:spec.samples]
 
 
-def _features(session, module, x, x_adv):
+def _features(context, module, x, x_adv):
     """Penultimate features and labels of clean test inputs (the first of the whole test
     split, every class, whatever samples the run evaluates), and of the chosen pairs."""
-    test_x, test_y = session.dataset.load("test")
-    clean = test_x[:FEATURE_SAMPLES].to(session.device)
+    test_x, test_y = context.dataset.load("test")
+    clean = test_x[:FEATURE_SAMPLES].to(context.device)
     features = penultimate(module, torch.cat([clean, x, x_adv]))
     n, k = len(clean), len(x)
     return (features[:n], test_y[:FEATURE_SAMPLES], features[n:n + k], features[n + k:])
@@ -182,7 +184,7 @@ def penultimate(module, x):
     """The input of the model's last linear layer (its penultimate features), (N, D)."""
     linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
     if not linear:
-        raise SpecError("representation pictures need a model ending in a linear layer")
+        raise advx.UsageError("representation pictures need a model ending in a linear layer")
     seen = []
     handle = linear[-1].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
     try:

@@ -1,46 +1,10 @@
-"""The pieces of a parsed run spec, and the helpers that report where a spec is wrong."""
-
-import attrs
+"""The helpers that read a spec's tables and say where a spec is wrong."""
 
 from ..kernel.errors import UsageError
-from ..kernel.threat import ThreatModel
-
-TARGET_MODES = ("random", "next", "least-likely")
 
 
 class SpecError(UsageError):
     """A run spec that cannot be used as written."""
-
-
-@attrs.frozen
-class PluginSpec:
-    """A plugin name with its parameters, as written in the spec."""
-
-    name: str
-    params: dict = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class ModelSpec:
-    id: str
-    plugin: PluginSpec
-    train: dict = attrs.field(factory=dict)
-    checkpoint: str | None = None
-    defenses: tuple = ()  # PluginSpecs, in the order an input meets them
-    adaptive: bool = True  # preprocessors pass a straight-through (BPDA) gradient
-
-
-@attrs.frozen
-class AttackSpec:
-    id: str
-    plugin: PluginSpec
-    norm: str
-    eps: tuple  # floats; (None,) for a minimisation attack without eps
-    targeted: bool = False
-    target: object = None  # an int class, or one of TARGET_MODES
-
-    def threat(self, eps, bounds):
-        return ThreatModel(norm=self.norm, eps=eps, bounds=bounds, targeted=self.targeted)
 
 
 class Where:
@@ -71,17 +35,16 @@ def table_at(data, key, where):
 
 
 def plugin_entry(registry, kind, table, where, reserved=()):
-    """``(PluginSpec, instance)`` of the plugin named by ``table["name"]``; the remaining keys
-    are its parameters, validated by building the instance."""
+    """The instance of the plugin named by ``table["name"]``: the remaining keys (but
+    ``reserved``) are its parameters, validated by building it."""
     name = table.get("name")
     if not isinstance(name, str):
         raise where.error(f"needs name = \"...\", one of: {', '.join(registry.names(kind))}")
     params = {k: v for k, v in table.items() if k != "name" and k not in reserved}
     try:
-        instance = registry.create(kind, name, **params)
+        return registry.create(kind, name, **params)
     except UsageError as exc:
         raise where.error(str(exc)) from None
-    return PluginSpec(name, params), instance
 
 
 def array_of_tables(value, where, allow_empty):

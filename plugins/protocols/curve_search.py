@@ -17,69 +17,87 @@ about log2(K + 1) probes per sample, about half of them full-cost ones.  Instead
 *guided* by the clean margin ``z_y - max_{j != y} z_j`` (free: the clean logits exist anyway),
 which ranks thresholds well (Spearman 0.94 on madry-cnn, Linf PGD):
 
-1. Pilot: ``PILOT`` correctly classified samples, evenly spaced in margin order, are bisected.
-2. A least-squares line ``log eps_threshold ~ a + b log margin`` is fitted on the pilot, and
-   each other sample gets a prior over its threshold: a kernel density of the pilot's residuals
-   (``BANDWIDTH`` in log eps) around its own prediction, plus ``FLOOR`` at every index.
+1. Pilot (:func:`fit_guide`, once per set): ``PILOT`` correctly classified samples of the whole
+   set, evenly spaced in margin order, are bisected.
+2. A least-squares line ``log eps_threshold ~ a + b log margin`` is fitted on them
+   (:class:`Guide`), and every other sample gets a prior over its threshold: a kernel density
+   of the pilot's residuals (``BANDWIDTH`` in log eps) around its own prediction, plus
+   ``FLOOR`` at every index.
 3. Each of a guided sample's first ``GUIDED_PROBES`` probes goes to the median of its prior
    restricted to its interval; later ones bisect, so no sample takes more than
    ``GUIDED_PROBES + ceil(log2(K + 1))`` probes.
 
 With fewer than ``2 * PILOT`` correctly classified samples, or no usable fit, every sample is
-bisected.  Probes are seeded by ``seed(round, index)``, rounds counted across both stages.
+bisected.  Each probe of a sample is seeded from the sample's own seed, its probe count and
+the grid index, and the guide comes from the whole set: a sample's probes do not depend on
+which samples share its batch.
 """
 
 import math
 
+import advx
+import attrs
 import torch
 
-from ..kernel.threat import PER_SAMPLE_NORMS
-
 RTOL, ATOL = 1e-5, 1e-6  # the tolerance of ThreatModel.contains (its defaults)
-PILOT = 24  # samples per call bisected to calibrate the guide
+PILOT = 32  # samples of the set bisected to calibrate the guide
 GUIDED_PROBES = 4  # probes per guided sample placed at its prior's median, before bisection
 BANDWIDTH = 0.08  # of the residuals' kernel density, in log eps
 FLOOR = 1e-3  # prior mass at every index beyond the kernels: no threshold is ruled out
 
 
-def find_thresholds(attack, model, x, y, threats, *, targets=None, clean_logits=None,
-                    seed=lambda r, m: 0):
+def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_logits=None,
+                    guide=None, skip=None, rejected=None):
     """Search ``attack``'s threshold per sample over ``threats`` (one per grid eps, sorted).
 
     Returns per sample the smallest misclassified example found (the clean input where none;
-    clean-misclassified samples are not probed): tensors x_adv, success, distance, pred, and
-    queries = the number of probes.  A probe costs the attack's own cost on its samples.
+    clean-misclassified samples, and those ``skip`` marks, are not probed): tensors x_adv,
+    success, distance, pred, queries = the number of probes, and threshold.  ``seeds`` holds
+    one int64 per sample; with a :class:`Guide` the samples are guided, else bisected.  A
+    prediction equal to ``rejected`` (a detector's reject output) does not count as fooled.
     """
     if clean_logits is None:
         with torch.no_grad():
             clean_logits = model(x)
-    search = _Search(attack, model, x, y, threats, targets, clean_logits.argmax(1), seed)
+    search = _Search(attack, model, x, y, threats, targets, clean_logits.argmax(1), seeds,
+                     rejected)
+    members = search.correct if skip is None else search.correct & ~skip
+    if guide is None:
+        search.rounds(members, bisection)
+    else:
+        prior = guide.prior(log_margin(clean_logits, y)).to(x.device)
+        search.rounds(members, lambda lo, hi, probes: torch.where(
+            probes < GUIDED_PROBES, prior_median(prior, lo, hi), bisection(lo, hi)))
+    return search.found()
+
+
+def fit_guide(attack, model, x, y, threats, *, seeds, targets, clean_logits, device,
+              rejected=None):
+    """``(pilot indices, their search results, Guide or None)`` for the whole set (CPU
+    tensors; the pilot runs on ``device``), or None when the set is too small for a pilot
+    (then every sample is bisected)."""
     pilot = pilot_samples(clean_logits, y, PILOT)
     if pilot is None:
-        search.rounds(search.correct, bisection)
-    else:
-        search.rounds(pilot, bisection)
-        log_eps = extended_log_eps([t.eps for t in threats])
-        prior = guide_prior(log_margin(clean_logits, y), pilot, search.hi, log_eps)
-        rest = search.correct & ~pilot
-        if prior is None:
-            search.rounds(rest, bisection)
-        else:
-            search.rounds(rest, lambda lo, hi, probes: torch.where(
-                probes < GUIDED_PROBES, prior_median(prior, lo, hi), bisection(lo, hi)))
-    return search.found()
+        return None
+    found = find_thresholds(attack, model, x[pilot].to(device), y[pilot].to(device), threats,
+                            seeds=seeds[pilot].to(device), rejected=rejected,
+                            targets=None if targets is None else targets[pilot].to(device),
+                            clean_logits=clean_logits[pilot].to(device))
+    log_eps = extended_log_eps([t.eps for t in threats])
+    guide = Guide.fit(log_margin(clean_logits[pilot], y[pilot]), found["threshold"], log_eps)
+    return pilot, found, guide
 
 
 class _Search:
     """The intervals, probe counts and smallest examples of one search."""
 
-    def __init__(self, attack, model, x, y, threats, targets, clean_pred, seed):
+    def __init__(self, attack, model, x, y, threats, targets, clean_pred, seeds, rejected):
         self.attack, self.model, self.x, self.y = attack, model, x, y
-        self.threats, self.targets, self.seed = threats, targets, seed
+        self.threats, self.targets, self.seeds = threats, targets, seeds.to(x.device)
+        self.rejected = rejected
         self.allow = allowances([t.eps for t in threats], threats[0].norm).to(x.device)
         # one call per round, each sample at its own eps, where the attack takes that
-        self.merged = (getattr(attack, "per_sample_eps", False)
-                       and threats[0].norm in PER_SAMPLE_NORMS)
+        self.merged = (attack.per_sample_eps and threats[0].norm in advx.PER_SAMPLE_NORMS)
         self.eps = torch.tensor([t.eps for t in threats], dtype=x.dtype, device=x.device)
         self.correct = clean_pred == y
         self.best = {"x_adv": x.clone(), "pred": clean_pred.clone(),
@@ -88,7 +106,6 @@ class _Search:
         self.lo = torch.full_like(y, -1)
         self.hi = torch.where(self.correct, len(threats), 0)
         self.probes = torch.zeros_like(y)
-        self.round = 0
 
     def rounds(self, members, choose):
         """Probe the open ``members`` at ``choose(lo, hi, probes)`` until all are closed."""
@@ -107,19 +124,19 @@ class _Search:
                 for m in indices:
                     index = (open_ & (at == m)).nonzero().squeeze(1)
                     self.probe(index, torch.full_like(index, m), m)
-            self.round += 1
 
     def probe(self, index, at, m=None):
         """One attack call on the samples ``index``, each at its grid index ``at``: all at
-        index ``m``, or (``m`` None) each at its own eps."""
+        index ``m``, or (``m`` None) each at its own eps.  Each sample's probe is seeded by
+        its seed, its probe count and ``at``."""
         y = self.y[index]
-        if m is None:
-            threat, seed = self.threats[0].with_eps(self.eps[at]), self.seed(self.round, -1)
-        else:
-            threat, seed = self.threats[m], self.seed(self.round, m)
-        result = self.attack(self.model, self.x[index], y, threat, seed=seed,
+        threat = self.threats[0].with_eps(self.eps[at]) if m is None else self.threats[m]
+        seeds = advx.derive_seeds(self.seeds[index], self.probes[index], at)
+        result = self.attack(self.model, self.x[index], y, threat, seed=seeds,
                              targets=None if self.targets is None else self.targets[index])
         fooled = result.pred != y
+        if self.rejected is not None:
+            fooled &= result.pred != self.rejected
         cap = torch.minimum(certified(self.allow, result.distance), at)
         self.hi[index] = torch.where(fooled, torch.minimum(self.hi[index], cap), self.hi[index])
         self.lo[index] = torch.where(fooled, self.lo[index], at)
@@ -133,7 +150,7 @@ class _Search:
     def found(self):
         best = dict(self.best)
         best["distance"] = torch.where(torch.isinf(best["distance"]), 0.0, best["distance"])
-        return {**best, "queries": self.probes}
+        return {**best, "queries": self.probes, "threshold": self.hi}
 
 
 def bisection(lo, hi, probes=None):
@@ -150,16 +167,14 @@ def log_margin(logits, y):
 
 
 def pilot_samples(logits, y, size):
-    """Mask of ``size`` correctly classified samples evenly spaced in margin order, or None
+    """Indices of ``size`` correctly classified samples evenly spaced in margin order, or None
     when fewer than ``2 * size`` are correctly classified (then everything is bisected)."""
     correct = (logits.argmax(1) == y).nonzero().squeeze(1)
     if len(correct) < 2 * size:
         return None
-    order = correct[log_margin(logits[correct], y[correct]).argsort()]
+    order = correct[log_margin(logits[correct], y[correct]).argsort(stable=True)]
     ranks = torch.linspace(0, len(order) - 1, size, device=y.device).round().long()
-    mask = torch.zeros_like(y, dtype=torch.bool)
-    mask[order[ranks]] = True
-    return mask
+    return order[ranks].sort().values
 
 
 def extended_log_eps(grid):
@@ -170,21 +185,34 @@ def extended_log_eps(grid):
     return torch.tensor(logs + [logs[-1] + step], dtype=torch.float64)
 
 
-def guide_prior(log_m, pilot, threshold, log_eps):
-    """(N, K + 1) prior weights over each sample's threshold, from the pilot's thresholds;
-    None when the pilot cannot fit a line (fewer than two distinct inner thresholds)."""
-    k = len(log_eps) - 1
-    t = threshold[pilot].cpu()
-    m = log_m[pilot].cpu()
-    inner = (t > 0) & (t < k)
-    if int(inner.sum()) < 2 or float(m[inner].var()) == 0.0:
-        return None
-    design = torch.stack([torch.ones_like(m[inner]), m[inner]], 1)
-    coef = torch.linalg.lstsq(design, log_eps[t[inner]].unsqueeze(1)).solution.squeeze(1)
-    predicted = coef[0] + coef[1] * log_m.cpu()
-    residuals = log_eps[t] - predicted[pilot.cpu()]
-    z = (log_eps[None, :, None] - predicted[:, None, None] - residuals[None, None, :]) / BANDWIDTH
-    return (torch.exp(-0.5 * z * z).mean(2) + FLOOR).to(threshold.device)
+@attrs.frozen(eq=False)
+class Guide:
+    """The line ``log eps_threshold ~ a + b log margin`` fitted on the pilot, and the pilot's
+    residuals around it."""
+
+    coef: torch.Tensor  # (a, b), float64
+    residuals: torch.Tensor  # the pilot's log eps_threshold minus the line's prediction
+    log_eps: torch.Tensor  # per threshold index 0..K (see extended_log_eps)
+
+    @classmethod
+    def fit(cls, log_m, threshold, log_eps):
+        """The guide of the pilot's log margins and thresholds; None when the pilot cannot
+        fit a line (fewer than two distinct inner thresholds)."""
+        k = len(log_eps) - 1
+        t, m = threshold.cpu(), log_m.cpu()
+        inner = (t > 0) & (t < k)
+        if int(inner.sum()) < 2 or float(m[inner].var()) == 0.0:
+            return None
+        design = torch.stack([torch.ones_like(m[inner]), m[inner]], 1)
+        coef = torch.linalg.lstsq(design, log_eps[t[inner]].unsqueeze(1)).solution.squeeze(1)
+        return cls(coef, log_eps[t] - (coef[0] + coef[1] * m), log_eps)
+
+    def prior(self, log_m):
+        """(N, K + 1) prior weights over each sample's threshold."""
+        predicted = self.coef[0] + self.coef[1] * log_m.cpu()
+        z = (self.log_eps[None, :, None] - predicted[:, None, None]
+             - self.residuals[None, None, :]) / BANDWIDTH
+        return torch.exp(-0.5 * z * z).mean(2) + FLOOR
 
 
 def prior_median(prior, lo, hi):

@@ -1,6 +1,7 @@
-"""A progress bar on stderr for long loops (training epochs, attack batches)."""
+"""Progress bars on stderr (rich) for the command line: a progress factory as the core takes."""
 
 import contextlib
+import sys
 
 from rich.console import Console
 from rich.progress import (
@@ -13,20 +14,12 @@ from rich.progress import (
 )
 
 
-def _no_op(n=1, status=None):
-    """Advance nothing: the bar is disabled."""
-
-
 @contextlib.contextmanager
-def progress_bar(description, total, enabled=True):
+def progress_bar(description, total):
     """A rich progress bar over ``total`` steps; yields ``advance(n=1, status=None)``.
 
-    ``status`` is a short text shown after the bar (for example the running loss). With
-    ``enabled`` False nothing is printed and ``advance`` does nothing.
+    ``status`` is a short text shown after the bar (for example the running loss).
     """
-    if not enabled:
-        yield _no_op
-        return
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(),
@@ -40,3 +33,13 @@ def progress_bar(description, total, enabled=True):
             bar.update(task, advance=n, **fields)
 
         yield advance
+
+
+def progress_factory(show):
+    """The factory for ``--progress/--no-progress``: bars when ``show`` (None: when stderr is
+    a terminal), else the core's silent one."""
+    import advx
+
+    if show is None:
+        show = sys.stderr.isatty()
+    return progress_bar if show else advx.no_progress

@@ -9,12 +9,12 @@ found depends on the attack:
 - A minimisation attack runs once, unbounded (its set at eps None, shared with every protocol
   that asks for it).  A sample is robust at ``e_j`` unless the model classifies it correctly
   and the attack's example is misclassified within ``e_j``.  Exact; no assumption.
-- A fixed-eps attack is probed per sample over the grid (:mod:`advx.curve_search`),
+- A fixed-eps attack is probed per sample over the grid (:mod:`.curve_search`),
   *assuming monotonicity*: a sample fooled at some eps is fooled at every larger one.  Each
   round probes every open sample at one index of its interval ``(lo, hi)`` (largest index
   known robust, smallest known fooled): one attack call per round when the attack takes a
-  per-sample eps, else one per distinct index, seeded from the sweep's identity, the batch,
-  the round and the index.  A pilot of samples is
+  per-sample eps, else one per distinct index, each sample seeded from its own stream, its
+  probe count and the index.  A pilot of samples is
   bisected; the others start from a guess fitted on the pilot's thresholds against the clean
   margin, then bisect.  A misclassified example at distance ``d`` also certifies, exactly,
   that the sample falls at every grid eps whose ball holds ``d``.  One host sync per round.
@@ -25,29 +25,28 @@ found depends on the attack:
   at every grid eps (method "per eps").
 
 "Fooled" and "robust" have robust accuracy's sense throughout: the prediction differs from the
-label (also for targeted attacks).  A grid eps "holds" a distance when the core would accept an
-example at that distance inside its ball (:meth:`advx.ThreatModel.contains`, same tolerance).
+label (also for targeted attacks) and is not a detector's rejection.  A grid eps "holds" a
+distance when the core would accept an example at that distance inside its ball
+(:meth:`advx.ThreatModel.contains`, same tolerance).
 
-A sweep is stored like an adversarial set (:func:`advx.sets.obtain_set`: cached, resumable,
-seeded from its identity: the attack's set identity at eps None plus ``{"curve": {"eps":
-grid, "method": "guided bisection"}}``).  Its rows are per sample the smallest misclassified example
-found over the probes (the clean input where none): ``x_adv``, ``success``, ``distance`` and
-``pred`` as in any set, and ``queries`` holding the number of probes (attack calls) the sample
-took.  The thresholds are derived from those rows, the same way after computing and after
-reading the cache.
+A sweep is an adversarial set like any other (``context.obtain`` with the :class:`GuidedSweep`
+method: cached, resumable, seeded from its identity: the attack's set identity at eps None plus
+``{"method": {"name": "guided-bisection", "eps": grid}}``).  Its rows are per sample the
+smallest misclassified example found over the probes (the clean input where none): ``x_adv``,
+``success``, ``distance`` and ``pred`` as in any set, and ``queries`` holding the number of
+probes (attack calls) the sample took.  The thresholds are derived from those rows, the same
+way after computing and after reading the cache.
 """
 
-import time
 
+import advx
 import attrs
-import numpy as np
 import torch
 
-from ..store.format import identity_digest, set_key
-from ..store.identity import provenance, result_layout, unit_seed
-from ..store.obtain import obtain_set
-from ..train.progress import progress_bar
-from .curve_search import allowances, certified, find_thresholds
+from .curve_search import allowances, certified, find_thresholds, fit_guide
+
+METHOD = "guided-bisection"
+WORST_CASE = "worst case"  # the attack name of worst-case curves (as the pictures draw them)
 
 
 @attrs.frozen(eq=False)
@@ -75,6 +74,44 @@ class AttackCurve:
         return entry
 
 
+class GuidedSweep(advx.SetMethod):
+    """The rows of a sweep of a fixed-eps attack over ``grid``: per sample the smallest
+    misclassified example the guided search found, and its probe count as ``queries``."""
+
+    def __init__(self, grid, rejected=None):
+        self.grid, self.rejected = tuple(grid), rejected
+
+    def identity(self):
+        return {"name": METHOD, "eps": list(self.grid)}
+
+    def threats(self, job):
+        return [job.threat.with_eps(e) for e in self.grid]
+
+    def prepare(self, job):
+        """The pilot of the whole set, bisected, and the guide fitted on it."""
+        return fit_guide(job.attack, job.model, job.x, job.y, self.threats(job),
+                         seeds=job.seeds, targets=job.targets if job.threat.targeted else None,
+                         clean_logits=job.clean_logits, device=job.device,
+                         rejected=self.rejected)
+
+    def compute(self, job, start, stop, state):
+        x, y, targets, seeds = job.rows(start, stop)
+        pilot, found, guide = state if state is not None else (None, None, None)
+        skip = torch.zeros(stop - start, dtype=torch.bool)
+        if pilot is not None:
+            inside = (pilot >= start) & (pilot < stop)
+            skip[pilot[inside] - start] = True
+        rows = find_thresholds(job.attack, job.model, x, y, self.threats(job), seeds=seeds,
+                               targets=targets, guide=guide, skip=skip.to(job.device),
+                               clean_logits=job.clean_logits[start:stop].to(job.device),
+                               rejected=self.rejected)
+        if pilot is not None:  # the pilot's rows: as the pilot found them
+            at = (pilot[inside] - start).to(job.device)
+            for name, value in rows.items():
+                value[at] = found[name][inside.to(found[name].device)].to(value.dtype)
+        return rows
+
+
 def grid_of(attack_spec, attacks):
     """The sorted eps grid of an entry: its own eps, or (a minimisation attack without eps)
     every eps of the run's attacks of its norm; empty when there is none."""
@@ -84,60 +121,38 @@ def grid_of(attack_spec, attacks):
     return tuple(sorted(own))
 
 
-def measure(session, model_spec, attack_spec, grid):
+def fooled(context, model, pred):
+    """Per sample: the prediction is neither the label nor a detector's rejection."""
+    rejected = advx.reject_index(context.module(model))
+    out = pred != context.y
+    return out if rejected is None else out & (pred != rejected)
+
+
+def measure(context, model, attack_spec, grid):
     """The :class:`AttackCurve` of one entry on one model over ``grid`` (see module doc)."""
-    correct = session.clean_correct(model_spec)
-    attack = session.registry.create("attacks", attack_spec.plugin.name,
-                                     **attack_spec.plugin.params)
+    correct = context.clean_correct(model)
+    attack = attack_spec.attack
     if attack.kind == "minimization":
-        outcome = session.outcome(model_spec, attack_spec, None)
-        threshold = thresholds(correct, outcome.pred != session.y, outcome.distance,
+        outcome = context.outcome(model, attack_spec, None)
+        threshold = thresholds(correct, fooled(context, model, outcome.pred), outcome.distance,
                                allowances(grid, attack_spec.norm))
         return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)),
                            "minimal distances",
                            outcomes=((None, outcome),), key=outcome.key, origin=outcome.origin)
     if attack.access == "transfer":
-        outcomes = tuple((e, session.outcome(model_spec, attack_spec, e)) for e in grid)
-        robust = torch.stack([session.robust_correct(model_spec, o) for _, o in outcomes], 1)
+        outcomes = tuple((e, context.outcome(model, attack_spec, e)) for e in grid)
+        robust = torch.stack([context.robust_correct(model, o) for _, o in outcomes], 1)
         return AttackCurve(attack_spec, grid, robust, "per eps", outcomes=outcomes)
-    return sweep(session, model_spec, attack_spec, attack, grid)
+    return sweep(context, model, attack_spec, grid)
 
 
-def sweep(session, model_spec, attack_spec, attack, grid):
+def sweep(context, model, attack_spec, grid):
     """The guided-bisection :class:`AttackCurve` of a fixed-eps attack: read, resumed or
     computed."""
-    unbounded = attack_spec.threat(None, session.bounds)
-    identity = session.set_identity(model_spec, attack_spec, attack, unbounded)
-    identity["curve"] = {"eps": list(grid), "method": "guided bisection"}
-    base = identity_digest(identity)
-    targets = session.targets_for(attack_spec, model_spec, unit_seed(base, "targets"))
-    targets = torch.full_like(session.y, -1) if targets is None else targets
-    threats = [attack_spec.threat(e, session.bounds) for e in grid]
-    model, device = session.model(model_spec), session.device
-    clean_logits = session.clean_logits(model_spec)
-
-    def compute_batch(start, stop):
-        x, y = session.x[start:stop].to(device), session.y[start:stop].to(device)
-        t = targets[start:stop].to(device) if unbounded.targeted else None
-        found = find_thresholds(attack, model, x, y, threats, targets=t,
-                                clean_logits=clean_logits[start:stop].to(device),
-                                seed=lambda round_, index: unit_seed(base, start, round_, index))
-        return {name: value.cpu().numpy() for name, value in found.items()}
-
-    label = f"{attack_spec.id} {attack_spec.norm} sweep over {len(grid)} eps on {model_spec.id}"
-    started = time.perf_counter()
-    with progress_bar(label, session.n, enabled=session.progress) as advance:
-        obtained = obtain_set(
-            session.cache_root, set_key(identity),
-            inputs={"y": session.y.numpy(), "indices": np.arange(session.n, dtype=np.int64),
-                    "targets": targets.numpy()},
-            layout=result_layout(session.x, unbounded), batch_size=session.protocol.batch_size,
-            provenance=provenance(identity, device=session.device,
-                                  spec_fragment=session.spec_fragment(model_spec, attack_spec)),
-            compute_batch=compute_batch, advance=advance)
-    session.set_seconds += time.perf_counter() - started
+    method = GuidedSweep(grid, advx.reject_index(context.module(model)))
+    obtained = context.obtain(advx.SetRequest(model, attack_spec, None, method))
     arrays = {k: torch.from_numpy(v) for k, v in obtained.stored.arrays.items()}
-    threshold = thresholds(session.clean_correct(model_spec), arrays["pred"] != session.y,
+    threshold = thresholds(context.clean_correct(model), fooled(context, model, arrays["pred"]),
                            arrays["distance"], allowances(grid, attack_spec.norm))
     return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)), "guided bisection",
                        probes=arrays["queries"], key=obtained.stored.key, origin=obtained.origin)
@@ -176,6 +191,3 @@ def worst_cases(model_id, curves, correct):
                         "robust_accuracy": accuracies(robust), "method": "worst case",
                         "attacks": [c.attack.id for c in group]})
     return entries
-
-
-WORST_CASE = "worst case"  # the attack name of worst-case curves (as advx.pictures draws them)

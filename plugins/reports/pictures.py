@@ -5,23 +5,21 @@ matplotlib is an optional extra (``pip install advx[plots]``); without it every 
 :class:`PicturesUnavailable`.  Figures are built with ``matplotlib.figure.Figure`` directly, never
 through pyplot, so no backend is selected, no global figure is left open and a user's interactive
 backend is untouched.  The representation pictures (tSNE/PCA, activation maps) are in
-:mod:`advx.representation`.
+:mod:`advx.plugins.reports.representation`.
 """
 
 import math
 import pathlib
 
+import advx
 import numpy as np
-
-from ..kernel.errors import AdvxError
-from ..store.export import _atomic
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 WORST_CASE = "worst case"
 MAX_GRID_ROWS = 20
 
 
-class PicturesUnavailable(AdvxError):
+class PicturesUnavailable(advx.AdvxError):
     """An optional dependency of the pictures (matplotlib, scikit-learn) is not installed."""
 
     def __init__(self, reason):
@@ -42,7 +40,7 @@ def new_figure(**kwargs):
 
 def save(figure, path, dpi=100):
     """Write ``figure`` to ``path`` as a PNG atomically (temp file + rename); the path."""
-    _atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
+    advx.write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
     return pathlib.Path(path)
 
 
@@ -112,7 +110,8 @@ def plot_grid(x, x_adv, y, pred, confidence, path, targets=None, bounds=(0.0, 1.
 
     ``x``, ``x_adv``: (N, C, H, W) with N <= 20 and C 1 (grey) or 3 (RGB), in ``bounds``;
     ``y`` true labels, ``pred`` the predictions on ``x_adv`` and ``confidence`` their softmax
-    probabilities (0..1, shown in %); ``targets`` (>= 0 where a sample had a target) are named
+    probabilities (0..1, shown in %; None: not shown); ``targets`` (>= 0 where a sample had a
+    target) are named
     when given.  The perturbation is the mean over channels of ``x_adv - x``, each drawn on its
     own symmetric scale (its max |value|); its title gives the amplification relative to the
     image range.  Predictions that differ from the label are titled in red.
@@ -123,6 +122,8 @@ def plot_grid(x, x_adv, y, pred, confidence, path, targets=None, bounds=(0.0, 1.
                          f"{x_adv.shape}")
     if not 1 <= len(x) <= MAX_GRID_ROWS:
         raise ValueError(f"plot_grid draws 1 to {MAX_GRID_ROWS} samples; got {len(x)}")
+    if confidence is None:
+        confidence = np.full(len(x), np.nan)
     labels = [as_numpy(a).reshape(-1) for a in (y, pred, confidence)]
     targets = None if targets is None else as_numpy(targets).reshape(-1)
     figure = new_figure(figsize=(6.6, 2.2 * len(x) + (0.4 if title else 0)))
@@ -146,7 +147,7 @@ def _grid_row(axes, clean, adversarial, labels, target, bounds):
     axes[1].set_title(f"perturbation (x{span / scale:.3g})" if scale else "no perturbation",
                       fontsize=8)
     axes[2].imshow(_image(adversarial, bounds), cmap="gray", vmin=0, vmax=1)
-    text = f"pred {prediction} ({100 * confidence:.1f}%)"
+    text = f"pred {prediction}" + ("" if np.isnan(confidence) else f" ({100 * confidence:.1f}%)")
     if target is not None:
         text += f", target {target}"
     axes[2].set_title(text, fontsize=8, color="tab:red" if prediction != label else "black")
@@ -161,15 +162,3 @@ def _image(array, bounds):
     lower, upper = float(bounds[0]), float(bounds[1])
     scaled = ((array - lower) / (upper - lower)).clip(0, 1)
     return scaled[0] if scaled.shape[0] == 1 else np.transpose(scaled, (1, 2, 0))
-
-
-_REPRESENTATION = ("plot_representation", "activation_differences", "plot_activation_differences")
-
-
-def __getattr__(name):
-    """``advx.pictures.plot_representation`` etc. resolve lazily to :mod:`advx.representation`."""
-    if name in _REPRESENTATION:
-        from . import representation
-
-        return getattr(representation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,76 @@
+"""Training recipes: how a model's weights are trained (optimizer, schedule, epochs, seed)."""
+
+from collections.abc import Mapping
+
+import attrs
+from attrs import validators as v
+
+from .errors import ParameterError
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _checked(*validators):
+    """An attrs validator that reports failures as :class:`ParameterError`."""
+    inner = v.and_(*validators)
+
+    def check(instance, attribute, value):
+        try:
+            inner(instance, attribute, value)
+        except (TypeError, ValueError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            raise ParameterError(f"train recipe: {message}") from None
+
+    return check
+
+
+def _not_bool(instance, attribute, value):
+    if isinstance(value, bool):
+        raise TypeError(f"'{attribute.name}' must be a number, not the bool {value!r}")
+
+
+_INT = v.and_(_not_bool, v.instance_of(int))
+_NUMBER = v.and_(_not_bool, v.instance_of((int, float)))
+
+
+@attrs.frozen(kw_only=True)
+class TrainRecipe:
+    """How to train a model: optimizer, learning rate, epochs, batch size and seed.
+
+    ``lr_schedule`` "cosine" anneals the learning rate from ``lr`` to 0 over all batches.  What
+    each batch's loss is (the clean cross-entropy by default; adversarial training, say) is
+    the business of the training defense, not of the recipe.
+    """
+
+    optimizer: str = attrs.field(default="adam", validator=_checked(v.in_(OPTIMIZERS)))
+    lr: float = attrs.field(default=1e-3, validator=_checked(_NUMBER, v.gt(0)))
+    epochs: int = attrs.field(default=5, validator=_checked(_INT, v.gt(0)))
+    batch_size: int = attrs.field(default=128, validator=_checked(_INT, v.gt(0)))
+    weight_decay: float = attrs.field(default=0.0, validator=_checked(_NUMBER, v.ge(0)))
+    momentum: float = attrs.field(default=0.9, validator=_checked(_NUMBER, v.ge(0), v.lt(1)))
+    seed: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
+    lr_schedule: str = attrs.field(default="constant", validator=_checked(v.in_(LR_SCHEDULES)))
+
+    @classmethod
+    def from_dict(cls, d, base=None):
+        """``base`` (default: the defaults) with the fields named in ``d`` replaced."""
+        base = cls() if base is None else base
+        if not isinstance(d, Mapping):
+            raise ParameterError(f"train recipe must be a table of fields, not {d!r}")
+        if "adversary" in d:
+            raise ParameterError(
+                "train recipe: 'adversary' is no recipe field: adversarial training is a "
+                "defense, e.g. defenses = [{ name = \"adversarial-training\", eps = 0.3, "
+                "steps = 7, step_size = 0.1 }]")
+        allowed = [field.name for field in attrs.fields(cls)]
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            raise ParameterError(f"train recipe has no field {', '.join(map(str, unknown))}; "
+                                 f"allowed: {', '.join(allowed)}")
+        return attrs.evolve(base, **d)
+
+    def overrides(self, base):
+        """The fields (as a dict) in which this recipe differs from ``base``."""
+        mine, theirs = attrs.asdict(self), attrs.asdict(base)
+        return {k: value for k, value in mine.items() if theirs[k] != value}

@@ -1,0 +1,172 @@
+"""The run context: data, models and adversarial sets of one run, as protocols see them.
+
+:class:`Session` implements :class:`advx.RunContext`.  It selects the test samples, builds each
+model entry with its defenses (trained and cached on first use), and obtains every set through
+one pipeline (:mod:`advx.run.pipeline`), memoising clean logits, sets and outcomes.
+"""
+
+import torch
+
+from ..kernel.errors import UsageError
+from ..kernel.model import reject_index
+from ..kernel.progress import no_progress
+from ..kernel.protocol import Outcome, SetRequest
+from ..store.identity import set_identity
+from ..store.paths import cache_root
+from ..train import stack
+from ..train.builder import Builder
+from ..train.loop import resolve_device
+from . import pipeline
+from .spec_write import attack_spec_dict, dataset_table, model_spec_dict
+
+
+class Session:
+    """Implements :class:`advx.RunContext` for a :class:`advx.RunSpec`."""
+
+    def __init__(self, spec, registry, *, device="cpu", cache=None, progress=no_progress):
+        self.spec, self.registry, self.protocol = spec, registry, spec.protocol
+        self.device, self.cache_root = resolve_device(device), cache_root(cache)
+        self.progress = progress
+        self.dataset, self.tables = spec.dataset, spec.tables
+        x, y = self.dataset.load("test")
+        self.indices = selection(y, self.protocol)  # test-set indices of the samples
+        self.x, self.y = x[self.indices], y[self.indices]
+        self.bounds = tuple(self.dataset.info.bounds)
+        self.builder = Builder(self.dataset, registry, self.device, self.cache_root, progress)
+        self._built, self._clean, self._sets, self._outcomes = {}, {}, {}, {}
+        # wall time spent computing, resuming or reading adversarial sets (the attack phase;
+        # model training and loading excluded)
+        self.set_seconds = 0.0
+        self.observers = []
+
+    @property
+    def models(self):
+        return self.spec.models
+
+    @property
+    def attacks(self):
+        return self.spec.attacks
+
+    @property
+    def n(self):
+        return len(self.x)
+
+    # -- models ----------------------------------------------------------------------------
+
+    def built(self, model):
+        """The :class:`~advx.train.stack.BuiltModel` of a model entry (memoised)."""
+        if model.id not in self._built:
+            self._built[model.id] = stack.build(model, self.builder)
+        return self._built[model.id]
+
+    def module(self, model):
+        return self.built(model).module
+
+    def model_source(self, model):
+        """Where the classifier's weights came from: trained, cache, checkpoint, untrained."""
+        return self.built(model).source
+
+    def weights_digest(self, model):
+        """sha256 of the classifier's trained weights (without the defenses around it)."""
+        return self.built(model).classifier_digest()
+
+    def clean_logits(self, model):
+        if model.id not in self._clean:
+            module, parts = self.module(model), []
+            with torch.inference_mode():
+                for start in range(0, self.n, self.protocol.batch_size):
+                    x = self.x[start:start + self.protocol.batch_size].to(self.device)
+                    parts.append(module(x).float().cpu())
+            self._clean[model.id] = torch.cat(parts) if parts else torch.zeros(0, 0)
+        return self._clean[model.id]
+
+    def clean_correct(self, model):
+        return self.clean_logits(model).argmax(1) == self.y if self.n else self.y.bool()
+
+    def robust_correct(self, model, outcome):
+        rejected = reject_index(self.module(model))
+        survived = outcome.pred == self.y
+        if rejected is not None:
+            survived |= outcome.pred == rejected
+        return self.clean_correct(model) & survived
+
+    def targets_for(self, attack, model, seed):
+        """Target labels of a targeted attack entry (None when untargeted)."""
+        if not attack.targeted:
+            return None
+        classes = self.dataset.info.num_classes
+        target = attack.target
+        if target == "next":
+            return (self.y + 1) % classes
+        if target == "least-likely":
+            return self.clean_logits(model)[:, :classes].argmin(1)
+        if target == "random":
+            generator = torch.Generator().manual_seed(seed)
+            offset = torch.randint(1, classes, self.y.shape, generator=generator)
+            return (self.y + offset) % classes
+        if target >= classes:
+            raise UsageError(f"attack {attack.id!r}: target {target} is not a class "
+                             f"(the dataset has {classes})")
+        return torch.full_like(self.y, target)
+
+    # -- sets ------------------------------------------------------------------------------
+
+    def obtain(self, request):
+        memo = (request.model.id, request.attack.id, request.eps, pipeline.method_key(request))
+        if memo not in self._sets:
+            self._sets[memo] = pipeline.obtain(self, request)
+        return self._sets[memo]
+
+    def outcome(self, model, attack, eps):
+        key = (model.id, attack.id, eps)
+        if key not in self._outcomes:
+            obtained = self.obtain(SetRequest(model, attack, eps))
+            self._outcomes[key] = self._outcome(model, attack, obtained)
+            self._notify(model, attack, eps, self._outcomes[key])
+        return self._outcomes[key]
+
+    def _outcome(self, model, attack, obtained):
+        arrays = obtained.stored.arrays
+        eligible = self.clean_correct(model)
+        if attack.targeted:
+            eligible = eligible & (torch.from_numpy(arrays["targets"]) != self.y)
+        return Outcome(pred=torch.from_numpy(arrays["pred"]),
+                       success=torch.from_numpy(arrays["success"]),
+                       distance=torch.from_numpy(arrays["distance"]),
+                       queries=torch.from_numpy(arrays["queries"]),
+                       eligible=eligible, seconds=obtained.stored.seconds,
+                       key=obtained.stored.key, origin=obtained.origin,
+                       reused_batches=obtained.reused_batches)
+
+    def set_identity(self, model, attack, threat, method=None, source_key=None):
+        """The identity of ``attack`` (an entry) under ``threat`` on ``model`` (an entry):
+        what names its adversarial set (:func:`advx.store.identity.set_identity`)."""
+        return set_identity(
+            model_name=model.name, weights_sha256=self.built(model).digest(),
+            defenses=stack.defense_identity(model), dataset_identity=self.dataset.identity(),
+            indices=self.indices, attack=attack.attack, threat=threat, target=attack.target,
+            seed=self.protocol.seed, method=method, source_key=source_key)
+
+    def spec_fragment(self, model, attack):
+        """The spec entries a set's provenance records."""
+        return {"model": model_spec_dict(model), "attack": attack_spec_dict(attack),
+                "dataset": dataset_table(self.spec),
+                "protocol": {"name": self.protocol.name, "seed": self.protocol.seed}}
+
+    def _notify(self, model, attack, eps, outcome):
+        unit = {"model": model.id, "attack": attack.id, "norm": attack.norm, "eps": eps,
+                "n": self.n}
+        result = {"seconds": outcome.seconds, "cache": outcome.origin, "key": outcome.key,
+                  "robust_accuracy": float(self.robust_correct(model, outcome).float().mean()),
+                  "attack_success_rate": outcome.success_rate()}
+        for observer in self.observers:
+            observer(unit, result)
+
+
+def selection(y, protocol):
+    """Indices of the test samples a protocol evaluates: those of its ``classes`` (all when
+    None), in dataset order, at most ``limit``."""
+    index = torch.arange(len(y))
+    if protocol.classes is not None:
+        index = index[torch.isin(y, torch.tensor(list(protocol.classes)))]
+    return index[:protocol.limit] if protocol.limit else index

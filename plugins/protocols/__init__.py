@@ -1,0 +1,16 @@
+"""Built-in evaluation protocols: robust accuracy, minimal perturbations, curves against eps.
+
+Loaded through the ``advx`` entry point ``builtin-protocols`` like any third-party plugin.
+"""
+
+import advx
+
+from .curve import Curve
+from .robust import MinimalPerturbation, RobustAccuracy
+
+
+@advx.hookimpl
+def advx_register_protocols(register):
+    register(RobustAccuracy)
+    register(MinimalPerturbation)
+    register(Curve)

@@ -1,0 +1,50 @@
+"""The curve protocol: robust accuracy against eps, without one full attack per eps."""
+
+import attrs
+
+from . import curves
+from .robust import RobustAccuracy, result_row
+from .sanity import sanity_flags
+
+
+@attrs.frozen(kw_only=True)
+class Curve(RobustAccuracy):
+    """Robust accuracy against eps over each attack's eps grid, with the per-sample worst case.
+
+    Each attack entry's eps list (or range table) is its grid.  Without one attack per eps
+    (:mod:`advx.plugins.protocols.curves`): a minimisation attack runs once, unbounded, and a
+    sample is robust at an eps unless its minimal adversarial lies within it; a fixed-eps
+    attack is probed per sample over the grid (a bisection guided by the clean margin), which
+    *assumes monotonicity*: a sample fooled at an eps is fooled at every larger one (fewer
+    than log2(K + 1) attack runs per sample for K eps, merged into one call per round when the
+    attack takes a per-sample eps; each sweep cached like an adversarial set); a transfer
+    attack is read at every eps.  A minimisation entry without eps uses the eps of the run's
+    other attacks of its norm.  The worst case per model and norm counts a sample as robust
+    at an eps only if it survives every attack of that norm whose grid holds that eps.
+    ``results`` has a row per outcome computed on the way (minimisation attacks at eps None,
+    transfer attacks per eps), not one per fixed-eps attack and eps.
+    """
+
+    name = "curve"
+
+    def evaluate(self, context):
+        clean, results, entries = {}, [], []
+        for model in context.models:
+            correct = context.clean_correct(model)
+            clean[model.id] = float(correct.float().mean())
+            measured = []
+            for attack in context.attacks:
+                grid = curves.grid_of(attack, context.attacks)
+                if not grid:  # a minimisation attack alone in its norm, without eps
+                    outcome = context.outcome(model, attack, None)
+                    results.append(result_row(model, attack, None, outcome,
+                                              context.robust_correct(model, outcome)))
+                    continue
+                curve = curves.measure(context, model, attack, grid)
+                results += [result_row(model, attack, eps, o, context.robust_correct(model, o))
+                            for eps, o in curve.outcomes]
+                measured.append(curve)
+            entries += [c.entry(model.id) for c in measured]
+            entries += curves.worst_cases(model.id, measured, correct)
+        return {"clean_accuracy": clean, "curves": entries, "results": results,
+                "sanity": sanity_flags(context, results)}

@@ -1,0 +1,117 @@
+"""Robust accuracy per attack and eps, and the smallest adversarial per sample."""
+
+import advx
+import attrs
+import torch
+
+from .sanity import sanity_flags
+from .sections import robust_sections
+
+
+@attrs.frozen(kw_only=True)
+class RobustAccuracy(advx.Protocol):
+    """Clean and robust accuracy per model, attack and eps, with the per-sample worst case.
+
+    A sample counts as robust under an attack when the model classifies both the clean input and
+    the adversarial correctly (or a detector rejects the adversarial); the worst case at an eps
+    counts a sample as robust only if it survives every attack of the run with that norm and
+    eps.  Sanity checks for gradient masking (:mod:`advx.plugins.protocols.sanity`) run over
+    the results and are printed with the report.
+    """
+
+    name = "robust-accuracy"
+
+    def evaluate(self, context):
+        clean, results, worst = {}, [], []
+        for model in context.models:
+            correct = context.clean_correct(model)
+            clean[model.id] = float(correct.float().mean())
+            survivors = {}  # (norm, eps) -> (robust mask, attack ids)
+            for attack in context.attacks:
+                for eps in attack.eps:
+                    outcome = context.outcome(model, attack, eps)
+                    robust = context.robust_correct(model, outcome)
+                    results.append(result_row(model, attack, eps, outcome, robust))
+                    mask, ids = survivors.get((attack.norm, eps), (correct, []))
+                    survivors[(attack.norm, eps)] = (mask & robust, ids + [attack.id])
+            worst += [{"model": model.id, "norm": norm, "eps": eps,
+                       "robust_accuracy": float(mask.float().mean()), "attacks": ids}
+                      for (norm, eps), (mask, ids) in survivors.items()]
+        return {"clean_accuracy": clean, "results": results, "worst_case": worst,
+                "sanity": sanity_flags(context, results)}
+
+    def sections(self, report):
+        return robust_sections(report)
+
+
+def result_row(model, attack, eps, outcome, robust):
+    """The report row of one attack entry at one eps on one model."""
+    succeeded = outcome.success & outcome.eligible
+    distances = outcome.distance[succeeded]
+    return {
+        "model": model.id,
+        "attack": attack.id,
+        "attack_plugin": attack.name,
+        "norm": attack.norm,
+        "eps": eps,
+        "targeted": attack.targeted,
+        "n": len(robust),
+        "robust_accuracy": float(robust.float().mean()),
+        "attack_success_rate": outcome.success_rate(),
+        "median_distance": float(distances.median()) if len(distances) else None,
+        "mean_queries": float(outcome.queries.double().mean()),
+        "seconds": round(outcome.seconds, 3),
+        "set_key": outcome.key,
+        "cache": outcome.origin,
+    }
+
+
+@attrs.frozen(kw_only=True)
+class MinimalPerturbation(RobustAccuracy):
+    """Robust accuracy, plus per sample and norm the smallest adversarial any attack found.
+
+    The measure of Schott et al. (2019, the ABS paper): for each model and norm, every
+    untargeted attack of the run with that norm (at every eps it ran) contributes the distances
+    of its successful examples, and each sample keeps the smallest. A clean sample the model
+    already misclassifies counts as distance 0; a sample no attack fooled counts as infinitely
+    far (so the median is infinite once half the samples survive every attack). Reported per
+    model and norm: the median, the fraction fooled, which attack found each sample's smallest
+    adversarial, and every sample's distance (null for infinite).
+    """
+
+    name = "minimal-perturbation"
+
+    def evaluate(self, context):
+        measured = super().evaluate(context)
+        norms = sorted({a.norm for a in context.attacks if not a.targeted})
+        measured["minimal_perturbation"] = [_minimal(context, model, norm)
+                                            for model in context.models for norm in norms]
+        return measured
+
+
+def _minimal(context, model, norm):
+    correct = context.clean_correct(model)
+    best = torch.where(correct, torch.inf, 0.0).double()
+    attacks = [a for a in context.attacks if a.norm == norm and not a.targeted]
+    found_by = torch.full_like(context.y, -1)  # index into attacks; -1: none (or misclassified)
+    for index, attack in enumerate(attacks):
+        for eps in attack.eps:
+            outcome = context.outcome(model, attack, eps)
+            distance = torch.where(outcome.success & outcome.eligible,
+                                   outcome.distance.double(), torch.inf)
+            better = distance < best
+            best = torch.where(better, distance, best)
+            found_by = torch.where(better, index, found_by)
+    counts = torch.bincount(found_by[found_by >= 0], minlength=len(attacks)).tolist()
+    finite = torch.isfinite(best)
+    return {"model": model.id, "norm": norm, "attacks": [a.id for a in attacks],
+            "median": _median(best), "fooled": float(finite.float().mean()),
+            "misclassified": int((~correct).sum()),
+            "best_found_by": {a.id: c for a, c in zip(attacks, counts, strict=True) if c},
+            "distances": [d if d != float("inf") else None for d in best.tolist()]}
+
+
+def _median(values):
+    """The lower median (as torch.median), or None when it is infinite."""
+    median = float(values.median()) if len(values) else float("inf")
+    return None if median == float("inf") else median

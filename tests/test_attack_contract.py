@@ -19,8 +19,9 @@ def _source_network():
     """A seeded source model for the transfer attack that accepts 1 or 3 channels."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        return torch.nn.Sequential(_MeanOverChannels(), torch.nn.Flatten(),
-                                   torch.nn.Linear(64, 10))
+        network = torch.nn.Sequential(_MeanOverChannels(), torch.nn.Flatten(),
+                                      torch.nn.Linear(64, 10))
+    return advx.InvariantBatches(network)  # batch-invariant, as a run serves its models
 
 
 # Parameters an attack needs to run at all in the contract, or smaller budgets that keep the
@@ -72,6 +73,15 @@ class _Broken(advx.FixedEpsilonAttack):
             torch.nn.functional.cross_entropy(model(x), y).backward()
         if self.flaw == "in-place":
             x.add_(0.0).clamp_(0, 0.5)
+        if self.flaw == "batch-mean":  # moves every sample by the batch's mean image
+            return threat.project(x, x + threat.eps * (x.mean(0, keepdim=True) > 0.5).float())
+        if self.flaw == "needs-grad":  # forgets that the caller may have turned gradients off
+            leaf = x.clone().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model(leaf), y)
+            if not loss.requires_grad:
+                return x.clone()
+            grad, = torch.autograd.grad(loss, leaf)
+            return threat.project(x, x + threat.eps * grad.sign())
         return x.clone()
 
 
@@ -89,9 +99,25 @@ def _contract_for(flaw):
     ("param-grads", "test_leaves_model_and_inputs_alone", ("linf", False)),
     ("in-place", "test_leaves_model_and_inputs_alone", ("linf", False)),
     ("none", "test_fools_an_easy_model", ("linf", True)),
+    ("batch-mean", "test_result_does_not_depend_on_the_batch", ("linf", False)),
+    ("needs-grad", "test_runs_under_no_grad", ("linf", False)),
 ])
 def test_contract_catches_a_broken_attack(flaw, test, setting):
     contract = _contract_for(flaw)
     method = getattr(contract, test)
     with pytest.raises(AssertionError):
         method() if setting is None else method(setting)
+
+
+def test_overriding_call_is_refused_when_the_class_is_made():
+    """``Attack.__call__`` is final: the core checks every result there."""
+    with pytest.raises(TypeError, match="overrides Attack.__call__"):
+        @attrs.frozen(kw_only=True)
+        class Sneaky(advx.FixedEpsilonAttack):
+            """Skips the core's checks."""
+
+            name = "sneaky"
+            norms = frozenset({"linf"})
+
+            def __call__(self, model, x, y, threat, **kwargs):
+                return x

@@ -182,3 +182,68 @@ def test_list_reports_a_broken_plugin_and_lists_the_rest(monkeypatch):
     assert result.exit_code == 0
     assert "pgd" in {e["name"] for e in json.loads(result.stdout)}
     assert "broken-thing" in result.stderr and "advx-broken" in result.stderr
+
+
+LIGHT = """
+import sys
+from click.testing import CliRunner
+from advx.cli import cli
+for args in (["--version"], ["--help"]):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "advx.plugins",
+                                                                    "advx.host.registry")))
+print(heavy)
+"""
+
+
+def test_version_and_help_load_no_plugin_and_no_torch():
+    """In a fresh interpreter: ``advx --version`` and ``advx --help`` import neither torch nor
+    a plugin, nor do they build the registry."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_help_lists_every_builtin_command_with_its_own_help():
+    """--help shows the built-in commands from a table (so it needs not import them); the
+    table's help must be each command's own."""
+    from advx.cli import BUILTIN, AdvxGroup
+
+    help_text = invoke("--help").output
+    group = AdvxGroup(name="fresh")
+    for name, (_, short) in BUILTIN.items():
+        assert name in help_text
+        command = group.get_command(None, name)
+        assert command.get_short_help_str(limit=300) == short, name
+
+
+def test_plugin_commands_are_wired_into_the_real_group(monkeypatch):
+    """A plugin's command runs as ``advx <name>`` through advx.cli.cli itself."""
+    import types
+
+    import click
+    from advx.cli import AdvxGroup
+    from advx.host.pluginmanager import add_plugin, load_plugins
+    from advx.host.registry import Registry
+
+    @advx.hookimpl
+    def advx_register_commands(cli):
+        @cli.command("hello-from-plugin")
+        def hello():
+            """Say hello."""
+            click.echo("hello from a plugin")
+
+    loaded = load_plugins()
+    add_plugin(loaded, types.SimpleNamespace(advx_register_commands=advx_register_commands),
+               "hello")
+    monkeypatch.setattr(advx, "_registry", Registry(loaded))
+    monkeypatch.setattr(AdvxGroup, "plugin_commands_loaded", False)
+    monkeypatch.setattr(cli, "commands", dict(cli.commands))
+    result = invoke("hello-from-plugin")
+    assert result.exit_code == 0 and result.output == "hello from a plugin\n"
+    assert "hello-from-plugin" in invoke("--help").output
+    assert invoke("no-such-command").exit_code == ExitCode.USAGE

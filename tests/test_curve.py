@@ -9,8 +9,10 @@ import pytest
 import torch
 from advx.cli import cli
 from advx.kernel.attack import AttackResult
+from advx.kernel.entries import AttackSpec
 from advx.kernel.errors import ExitCode
-from advx.kernel.random import SampleStreams
+from advx.kernel.protocol import SetJob
+from advx.kernel.random import SampleStreams, seeds_for
 from advx.plugins.attacks._gradients import (
     ascent_direction,
     fooled,
@@ -22,9 +24,6 @@ from advx.plugins.attacks._gradients import (
     random_start,
 )
 from advx.plugins.attacks._iterative import Run, ascend
-from advx.kernel.entries import AttackSpec
-from advx.kernel.protocol import SetJob
-from advx.kernel.random import seeds_for
 from advx.plugins.protocols import curve_search, curves
 from advx.plugins.protocols.curve_search import GUIDED_PROBES
 from advx.run.context import Session
@@ -136,7 +135,6 @@ def test_the_sweep_agrees_with_separate_runs(digits):
     model, x, y = digits
     grid = [0.02 * i for i in range(1, 11)]
     attack = advx.get_attack("pgd", steps=10)
-    threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
     with torch.no_grad():
         correct = model(x).argmax(1) == y
         separate = _separate(attack, model, x, y, grid)

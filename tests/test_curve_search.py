@@ -7,9 +7,9 @@ import pytest
 import torch
 from advx.kernel.attack import AttackResult
 from advx.kernel.errors import UsageError
-from advx.kernel.threat import project_delta
 from advx.kernel.protocol import SetJob
 from advx.kernel.random import seeds_for
+from advx.kernel.threat import project_delta
 from advx.plugins.protocols import curve_search
 from advx.plugins.protocols.curves import GuidedSweep
 from advx.store.inventory import summary

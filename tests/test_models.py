@@ -13,9 +13,9 @@ import h5py
 import pytest
 import torch
 from advx.kernel.errors import ParameterError, UnknownPluginError, UsageError
+from advx.kernel.recipe import TrainRecipe
 from advx.store.weights import load_weights, save_weights, weights_digest
 from advx.train import zoo
-from advx.kernel.recipe import TrainRecipe
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -208,7 +208,8 @@ class TestModelKey:
         registry = advx.get_registry()
         blog, madry = (registry.create("models", n) for n in ("blog-cnn", "madry-cnn"))
 
-        def key(plugin=blog, dataset=synthetic, recipe=TrainRecipe(), training=None):
+        def key(plugin=blog, dataset=synthetic, recipe=None, training=None):
+            recipe = recipe or TrainRecipe()
             return zoo.weights_key(zoo.model_identity(plugin, recipe, training), dataset)
 
         assert key() == key(recipe=TrainRecipe())

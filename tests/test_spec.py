@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import advx
-import pytest
 import attrs
+import pytest
 from advx.run.spec import SpecError, load_spec, parse_spec, spec_from_dict
 from advx.run.spec_write import spec_to_dict
 from advx.run.tomlwrite import dumps

@@ -4,10 +4,10 @@ import advx
 import attrs
 import pytest
 import torch
-from advx.kernel.errors import ParameterError, UsageError
-from advx.store.paths import cache_root, models_dir
 from advx.cli.progress import progress_bar, progress_factory
+from advx.kernel.errors import ParameterError, UsageError
 from advx.kernel.recipe import TrainRecipe
+from advx.store.paths import cache_root, models_dir
 from advx.train.loop import (
     evaluate_accuracy,
     make_optimizer,

@@ -9,7 +9,9 @@ In your plugin's test suite::
         attack_params = {"queries": 200}  # optional: keep it fast
 
 The class is self-contained: it builds small seeded conv and MLP networks on CPU and
-parametrises its tests over every norm the attack declares, targeted and untargeted.
+parametrises its tests over every norm the attack declares, targeted and untargeted.  Every
+test checks something the attack itself can get wrong (the core checks the rest on every call:
+results inside the threat model, success recomputed from the model's predictions).
 """
 
 import typing
@@ -23,66 +25,19 @@ from hypothesis import strategies as st
 
 from ..host.registry import NAME_PATTERN, describe_params
 from ..kernel.attack import ACCESS, KINDS
-from ..kernel.threat import NORMS, ThreatModel
+from ..kernel.model import InvariantBatches
+from ..kernel.random import seeds_for
+from ..kernel.threat import NORMS, PER_SAMPLE_NORMS, ThreatModel
+from .networks import (
+    NUM_CLASSES,
+    SIDE,
+    TYPICAL_EPS,
+    NoBackward,
+    build_network,
+    easy_eps,
+    random_batch,
+)
 from .strategies import eps_values, image_batches
-
-NUM_CLASSES = 10
-SIDE = 8
-# A radius per norm that changes an 8x8 image noticeably without covering the whole box.
-TYPICAL_EPS = {"linf": 0.1, "l2": 1.0, "l1": 4.0, "l0": 5}
-
-
-def build_network(kind, channels, seed=0):
-    """A small seeded network on (N, channels, 8, 8) inputs: "conv", "mlp" or "linear"."""
-    inputs = channels * SIDE * SIDE
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if kind == "conv":
-            return torch.nn.Sequential(
-                torch.nn.Conv2d(channels, 8, 3, padding=1), torch.nn.ReLU(),
-                torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
-                torch.nn.Flatten(), torch.nn.Linear(8 * (SIDE // 2) ** 2, NUM_CLASSES))
-        if kind == "mlp":
-            return torch.nn.Sequential(
-                torch.nn.Flatten(), torch.nn.Linear(inputs, 32), torch.nn.ReLU(),
-                torch.nn.Linear(32, NUM_CLASSES))
-        if kind == "linear":
-            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(inputs, NUM_CLASSES))
-    raise ValueError(f"unknown network kind {kind!r}")
-
-
-def random_batch(n=6, channels=1, seed=0):
-    """``(x, y, targets)``: seeded images in [0, 1] (some pixels exactly 0 or 1) and labels."""
-    generator = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, channels, SIDE, SIDE, generator=generator) * 1.4 - 0.2).clamp(0, 1)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=generator)
-    offset = torch.randint(1, NUM_CLASSES, (n,), generator=generator)
-    return x, y, (y + offset) % NUM_CLASSES
-
-
-def easy_eps(norm, channels):
-    """A radius so large that the ball covers the whole [0, 1] box of an 8x8 image."""
-    pixels = SIDE * SIDE
-    return {"linf": 1.0, "l2": float(channels * pixels) ** 0.5,
-            "l1": float(channels * pixels), "l0": pixels}[norm]
-
-
-class _NoBackward(torch.nn.Module):
-    """Wraps a network so that any gradient flowing back through its output fails the test."""
-
-    def __init__(self, network):
-        super().__init__()
-        self.network = network
-
-    def forward(self, x):
-        out = self.network(x)
-        if out.requires_grad:
-            out.register_hook(_refuse_gradient)
-        return out
-
-
-def _refuse_gradient(grad):
-    raise AssertionError("a score- or decision-based attack ran a backward pass through the model")
 
 
 class AttackContract:
@@ -209,15 +164,63 @@ class AttackContract:
             network=data.draw(st.sampled_from(("conv", "mlp")), label="network"))
         assert bool(threat.contains(x, result.x_adv).all())
 
-    def test_success_matches_the_model(self, setting, network):
-        """success, pred and distance agree with the model and threat model on x_adv."""
-        model, x, y, targets, threat, result = self._attack(setting, network)
+    def test_call_is_the_cores(self):
+        """The attack overrides ``run``, never ``Attack.__call__`` (where the core checks every
+        result against the threat model and recomputes success)."""
+        assert type(self.make_attack()).__call__ is advx.Attack.__call__
+
+    def test_result_does_not_depend_on_the_batch(self, setting):
+        """With one seed per sample, a sample's result is the same in a batch of 12 and in a
+        batch of 3: it draws only from its own stream (``rng``) and couples no samples.  This
+        is what lets a run compute a set in any batches or shards."""
+        norm, targeted = setting
+        model = InvariantBatches(build_network("conv", 1)).to(self.device)
+        x, y, targets = (t.to(self.device) for t in random_batch(n=12, seed=3))
+        threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
+        seeds = seeds_for(11, 12, self.device)
+        attack = self.make_attack()
+        whole = attack(model, x, y, threat, targets=targets if targeted else None, seed=seeds)
+        rows = torch.tensor([1, 6, 10], device=self.device)
+        part = attack(model, x[rows], y[rows], threat, seed=seeds[rows],
+                      targets=targets[rows] if targeted else None)
+        assert torch.equal(whole.x_adv[rows], part.x_adv), "examples depend on the batch"
+        assert torch.equal(whole.queries[rows], part.queries), "queries depend on the batch"
+
+    def test_runs_under_no_grad(self, setting):
+        """Called inside ``torch.no_grad()``, as evaluation code often is, the attack returns
+        what it returns outside (a gradient attack must enable gradients itself)."""
+        first = self._attack(setting, seed=5)[-1]
         with torch.no_grad():
-            pred = model(result.x_adv).argmax(1)
-        expected = pred == targets if threat.targeted else pred != y
-        assert torch.equal(result.pred, pred)
-        assert torch.equal(result.success, expected)
-        torch.testing.assert_close(result.distance, threat.distance(x, result.x_adv))
+            second = self._attack(setting, seed=5)[-1]
+        assert torch.equal(first.x_adv, second.x_adv)
+
+    def test_a_batch_of_one(self, setting):
+        """A single sample is a batch like any other."""
+        x, y, targets = random_batch(n=1, seed=4)
+        result = self._attack(setting, batch=(x, y, targets))[-1]
+        assert result.x_adv.shape == x.shape and result.queries.shape == (1,)
+        assert bool((result.queries >= 0).all())
+
+    def test_a_per_sample_eps_equals_one_call_per_eps(self):
+        """An attack declaring ``per_sample_eps`` gives each sample of a mixed-eps call what
+        a call at that sample's eps gives it (the curve protocol merges its probes so)."""
+        attack = self.make_attack()
+        norms = sorted(set(attack.supported_norms()) & set(PER_SAMPLE_NORMS))
+        if not attack.per_sample_eps or not norms:
+            pytest.skip("the attack takes one eps per call")
+        model = build_network("conv", 1).to(self.device)
+        x, y, _ = (t.to(self.device) for t in random_batch(n=6, seed=2))
+        seeds = seeds_for(7, 6, self.device)
+        for norm in norms:
+            radii = [TYPICAL_EPS[norm] / 2, TYPICAL_EPS[norm]]
+            eps = torch.tensor(radii * 3, device=self.device)
+            together = attack(model, x, y, ThreatModel(norm=norm, eps=eps), seed=seeds)
+            for j, radius in enumerate(radii):
+                rows = torch.arange(j, 6, 2, device=self.device)
+                alone = attack(model, x[rows], y[rows], ThreatModel(norm=norm, eps=radius),
+                               seed=seeds[rows])
+                torch.testing.assert_close(together.x_adv[rows], alone.x_adv, rtol=0,
+                                           atol=1e-6)
 
     def test_same_seed_same_output(self, setting):
         """Two calls with one seed return identical examples."""
@@ -250,7 +253,7 @@ class AttackContract:
         if access not in ("score", "decision", "transfer"):
             pytest.skip(f"only black-box attacks promise this ({access} access)")
         norm, targeted = setting
-        model = _NoBackward(build_network("conv", 1)).to(self.device)
+        model = NoBackward(build_network("conv", 1)).to(self.device)
         x, y, targets = (t.to(self.device) for t in random_batch())
         threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
         result = self.make_attack()(model, x, y, threat, targets=targets if targeted else None)

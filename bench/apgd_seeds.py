@@ -17,7 +17,7 @@ def main(loss):
     torch.set_num_threads(2)
     import torchattacks
 
-    model = advx.get_model("madry-cnn", dataset="mnist", progress=False).eval()
+    model = advx.get_model("madry-cnn", dataset="mnist").eval()
     x, y = advx.get_dataset("mnist").load("test")
     batches = list(zip(x[:1000].split(500), y[:1000].split(500)))
     threat = advx.ThreatModel(norm="linf", eps=0.1)

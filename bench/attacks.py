@@ -301,7 +301,7 @@ def main(argv=None):
     x_all, y_all = advx.get_dataset("mnist").load("test")
     results = []
     for name in models:
-        model = advx.get_model(name, dataset="mnist", progress=False).eval()
+        model = advx.get_model(name, dataset="mnist").eval()
         ctx = _peers.Context(model, tuple(x_all.shape[1:]), 10)
         for row in _peers.select(args.attacks, 20 if args.quick else args.n):
             if row.slow and name not in slow_models:

@@ -28,6 +28,8 @@ import advx
 from _readme import update_section
 from advx.cli.run import quickstart_text
 from advx.run.spec import load_spec, parse_spec
+from advx.train import stack
+from advx.train.builder import Builder
 
 README = pathlib.Path(__file__).with_name("README.md")
 START, END = "<!-- cache-rerun:start -->", "<!-- cache-rerun:end -->"
@@ -42,12 +44,9 @@ def parse_args(argv=None):
 
 def train_models(spec, cache):
     """Train (or load) every model of ``spec`` into ``cache`` before anything is timed."""
-    registry = advx.get_registry()
-    dataset = registry.create("datasets", spec.dataset.name, **spec.dataset.params)
+    builder = Builder(spec.dataset, advx.get_registry(), "cpu", cache)
     for model in spec.models:
-        advx.get_model(model.plugin.name, dataset=dataset, params=model.plugin.params,
-                       recipe=model.train, checkpoint=model.checkpoint, cache=cache,
-                       progress=False)
+        stack.build(model, builder)
 
 
 def timed_run(spec_path, out, cache):

@@ -2,8 +2,9 @@
 
 madry-cnn on the first 1,000 MNIST test digits, advx PGD Linf (40 steps of 0.01, one random
 start) over 30 eps from 0.01 to 0.3. In one process it times (a) the sweep of the ``curve``
-protocol (:func:`advx.run.curve_search.find_thresholds`: a pilot bisected, the other digits guided
-by their clean margin, every round one PGD-40 call with a per-sample eps) and (b) a separate
+protocol (its set method ``GuidedSweep``: a pilot of the whole set bisected, the other digits
+guided by their clean margin, every round one PGD-40 call with a per-sample eps, each digit
+seeded by its own stream), computed per batch as a run computes it, and (b) a separate
 PGD-40 run at each of the 30 eps, whose robust accuracies are the reference. Per batch the two
 alternate which goes first, so a slow phase of the shared machine hits both, and an untimed
 PGD-40 run warms torch up before either. Reported: the sweep's seconds as a multiple of the mean
@@ -24,7 +25,9 @@ import time
 import advx
 import torch
 from _timing import load_average, update_section
-from advx.run import curves
+from advx.kernel.protocol import SetJob
+from advx.kernel.random import seeds_for
+from advx.plugins.protocols import curve_search, curves
 from advx.store.identity import unit_seed
 
 README = pathlib.Path(__file__).with_name("README.md")
@@ -58,19 +61,34 @@ class Counting:
         return result
 
 
-def sweep_batch(attack, model, x, y, grid, b):
-    """``(seconds, thresholds, probes, passes)`` of the sweep on one batch."""
-    counting = Counting(attack)
-    threats = [advx.ThreatModel(norm="linf", eps=e) for e in grid]
-    started = time.perf_counter()
-    with torch.no_grad():
-        clean_logits = model(x)
-    found = curves.find_thresholds(counting, model, x, y, threats, clean_logits=clean_logits,
-                                   seed=lambda r, m: unit_seed("curve-bench", b, r, m))
-    seconds = time.perf_counter() - started
-    threshold = curves.thresholds(clean_logits.argmax(1) == y, found["pred"] != y,
-                                  found["distance"], curves.allowances(grid, "linf"))
-    return seconds, threshold, found["queries"], counting.passes
+class Sweep:
+    """The curve protocol's sweep of the whole set, computed batch by batch as a run does:
+    the pilot (timed with the first batch), then each batch's guided search."""
+
+    def __init__(self, attack, model, x, y, grid):
+        self.counting, self.method = Counting(attack), curves.GuidedSweep(grid)
+        with torch.no_grad():
+            logits = torch.cat([model(part) for part in x.split(500)])
+        self.job = SetJob(model=model, attack=self.counting, threat=advx.ThreatModel(
+            norm="linf"), x=x, y=y, targets=torch.full_like(y, -1),
+            seeds=seeds_for(unit_seed("curve-bench"), len(y)), clean_logits=logits,
+            device=torch.device("cpu"))
+        self.state = None
+        self.grid = grid
+
+    def batch(self, start, stop):
+        """``(seconds, thresholds, probes, passes)`` of the sweep on the rows start:stop."""
+        before = self.counting.passes
+        started = time.perf_counter()
+        if self.state is None:
+            self.state = self.method.prepare(self.job) or ()
+        found = self.method.compute(self.job, start, stop, self.state or None)
+        seconds = time.perf_counter() - started
+        correct = self.job.clean_logits[start:stop].argmax(1) == self.job.y[start:stop]
+        threshold = curves.thresholds(correct, found["pred"] != self.job.y[start:stop],
+                                      found["distance"], curve_search.allowances(self.grid,
+                                                                                 "linf"))
+        return seconds, threshold, found["queries"], self.counting.passes - before
 
 
 def naive_batch(attack, model, x, y, grid, b):
@@ -94,10 +112,12 @@ def measure(args, model, x, y, grid):
            seed=0)
     naive = [[0.0, [], 0] for _ in grid]  # seconds, robust per digit (per batch), passes
     sweep = {"seconds": 0.0, "threshold": [], "probes": [], "passes": 0}
+    whole = Sweep(attack, model, x, y, grid)
     for b, (xb, yb) in enumerate(zip(x.split(args.batch), y.split(args.batch))):
+        start = b * args.batch
         for part in (("sweep", "naive") if b % 2 == 0 else ("naive", "sweep")):
             if part == "sweep":
-                seconds, threshold, probes, passes = sweep_batch(attack, model, xb, yb, grid, b)
+                seconds, threshold, probes, passes = whole.batch(start, start + len(yb))
                 sweep["seconds"] += seconds
                 sweep["threshold"].append(threshold), sweep["probes"].append(probes)
                 sweep["passes"] += passes
@@ -148,10 +168,12 @@ def report(args, grid, n, clean, sweep, naive, wall, loads):
         f"madry-cnn (clean accuracy {clean:.1%}), the first {n} MNIST test digits in batches "
         f"of {args.batch}, {args.threads} torch threads; advx pgd Linf, 40 steps of 0.01, one "
         f"random start; {len(grid)} eps from {grid[0]:g} to {grid[-1]:g}. Sweep: "
-        "`advx.run.curve_search.find_thresholds`, the `curve` protocol's per-sample search: "
-        "it assumes a digit fooled at an eps is fooled at every larger one; 24 digits per "
-        "batch are bisected, the others start at a guess fitted on them against the clean "
-        "margin; each round is one PGD-40 call with one eps per digit. Naive: a separate "
+        "the `curve` protocol's per-sample search (`GuidedSweep` in "
+        "advx.plugins.protocols.curves): it assumes a digit fooled at an eps is fooled at "
+        f"every larger one; a pilot of {curve_search.PILOT} digits of the whole set is "
+        "bisected, the others start at a guess fitted on them against the clean margin; each "
+        "round is one PGD-40 call with one eps per digit, each digit on its own random "
+        "stream. Naive: a separate "
         "PGD-40 run at every eps (the reference). "
         "PGD drops digits it has fooled from its batch every 5 steps, so runs at large eps are "
         "cheaper than at small ones (for both). An untimed PGD-40 run warms torch up first.",

@@ -101,7 +101,8 @@ def get_model(name, dataset="mnist", *, params=None, recipe=None, checkpoint=Non
 
     ``dataset`` is a dataset name or instance; ``recipe`` overrides fields of the plugin's
     recipe (a dict) or replaces it (an :class:`advx.TrainRecipe`); ``training`` is a training
-    defense instance; ``progress`` a progress factory (see :mod:`advx.kernel.progress`).
+    defense instance; ``progress`` a progress factory (see :mod:`advx.kernel.progress`; None:
+    silent).
     """
     from .train.builder import Builder
     from .train.zoo import load_model

@@ -16,7 +16,7 @@ SHORT = {"epochs": 3, "batch_size": 64, "lr": 3e-3}
 def _model(tmp_path, training=None, recipe=SHORT):
     data = advx.get_dataset("synthetic", **SYNTHETIC)
     return advx.get_model("blog-cnn", data, recipe=dict(recipe), cache=tmp_path,
-                          progress=False, training=training), data
+                          training=training), data
 
 
 def _robust_accuracy(model, data, eps, steps=10):

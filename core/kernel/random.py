@@ -7,11 +7,14 @@ rows.  So a set computed in batches of 7 or of 64, or in two shards on two machi
 same random numbers for every sample, and (with batch-invariant model passes, see
 :class:`advx.kernel.model.InvariantBatches`) the same examples, bit for bit on one device.
 
-The generator is SplitMix64 (Steele, Lea & Flood, 2014) used as a counter-based generator: the
-stream of a draw is keyed by ``mix(seed, draw counter)`` and its elements are the SplitMix64
-outputs of that key.  It runs as int64 tensor arithmetic on the batch's device (multiplication
-wraps modulo 2**64 in torch, which the tests check against a pure-Python reference), with no
-host synchronisation, so attacks may draw inside their step loops.
+It is a counter-based generator: each draw of a sample is keyed by the SplitMix64 output
+function (Steele, Lea & Flood, 2014) of the sample's seed and its draw counter (64 bits, on a
+tensor of one key per sample), and element ``j`` of the draw is Wellons' "lowbias32" integer hash
+applied twice, to the key's low word plus ``j`` times the 32-bit golden ratio and then to that
+xor the key's high word.  Keys are int64 arithmetic on a few values per sample; the elements
+are int32 arithmetic, several times faster than int64 on CPUs.  Both wrap on overflow in torch,
+which the tests check against pure-Python references.  No host synchronisation: attacks may
+draw inside their step loops.
 """
 
 import math
@@ -30,6 +33,16 @@ def _signed(value):
 GOLDEN = _signed(0x9E3779B97F4A7C15)  # SplitMix64's increment: 2**64 / golden ratio
 _M1 = _signed(0xBF58476D1CE4E5B9)
 _M2 = _signed(0x94D049BB133111EB)
+_MASK32 = (1 << 32) - 1
+
+
+def _signed32(value):
+    value &= _MASK32
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+GOLDEN32 = _signed32(0x9E3779B9)
+_L1, _L2 = _signed32(0x7FEB352D), _signed32(0x846CA68B)  # lowbias32's multipliers
 
 
 def _shift_right(z, bits):
@@ -42,6 +55,30 @@ def mix64(z):
     z = (z ^ _shift_right(z, 30)) * _M1
     z = (z ^ _shift_right(z, 27)) * _M2
     return z ^ _shift_right(z, 31)
+
+
+def _shift_right32(z, bits):
+    """Logical right shift of int32 values."""
+    return (z >> bits) & ((1 << (32 - bits)) - 1)
+
+
+def hash32(z):
+    """Wellons' "lowbias32" integer hash of an int32 tensor (computed in place: ``z`` is
+    overwritten and returned)."""
+    scratch = torch.empty_like(z)
+    for shift, multiplier in ((16, _L1), (15, _L2), (16, None)):
+        torch.bitwise_right_shift(z, shift, out=scratch)
+        scratch.bitwise_and_((1 << (32 - shift)) - 1)  # a logical shift
+        z.bitwise_xor_(scratch)
+        if multiplier is not None:
+            z.mul_(multiplier)
+    return z
+
+
+def _halves(keys):
+    """The low and high 32 bits of int64 ``keys`` as int32 tensors (two's complement: torch
+    narrows integers modulo 2**32, as the tests check)."""
+    return keys.to(torch.int32), (keys >> 32).to(torch.int32)
 
 
 def derive(seeds, *words):
@@ -107,34 +144,45 @@ class SampleStreams:
         source attack, say)."""
         return derive(self._keys(), -1)
 
-    def bits(self, count):
-        """``(len(self), count)`` int64 words of 64 random bits each."""
-        keys = self._keys()
-        steps = torch.arange(1, count + 1, dtype=torch.int64, device=self.device) * GOLDEN
-        return mix64(keys.unsqueeze(1) + steps)
+    def words(self, count):
+        """``(len(self), count)`` int32 words of 32 random bits each: one draw."""
+        low, high = _halves(self._keys())
+        steps = torch.arange(count, dtype=torch.int32, device=self.device).mul_(GOLDEN32)
+        words = hash32(low.unsqueeze(1) + steps)
+        return hash32(words.bitwise_xor_(high.unsqueeze(1)))
 
     def rand(self, *shape, dtype=torch.float32):
-        """Uniform in [0, 1), shape ``(len(self), *shape)``."""
-        shape = _shape(shape)
-        fraction = 24 if dtype in (torch.float32, torch.float16, torch.bfloat16) else 53
-        words = _shift_right(self.bits(math.prod(shape)), 64 - fraction)
-        return (words.to(torch.float64) * 2.0 ** -fraction).to(dtype).view(len(self), *shape)
-
-    def randn(self, *shape, dtype=torch.float32):
-        """Standard normal (Box-Muller), shape ``(len(self), *shape)``."""
+        """Uniform in [0, 1), shape ``(len(self), *shape)`` (24 random bits per value; 53
+        for float64, from two words)."""
         shape = _shape(shape)
         count = math.prod(shape)
-        words = _shift_right(self.bits(2 * count), 11).to(torch.float64) * 2.0 ** -53
-        radius = torch.sqrt(-2.0 * torch.log1p(-words[:, :count]))  # 1 - u lies in (0, 1]
-        normal = radius * torch.cos(2 * math.pi * words[:, count:])
-        return normal.to(dtype).view(len(self), *shape)
+        if dtype == torch.float64:
+            words = self.words(2 * count)
+            top = _shift_right32(words[:, :count], 6).to(torch.float64)  # 26 bits
+            rest = _shift_right32(words[:, count:], 5).to(torch.float64)  # 27 bits
+            return ((top * 2.0 ** 27 + rest) * 2.0 ** -53).view(len(self), *shape)
+        words = self.words(count).bitwise_right_shift_(8).bitwise_and_((1 << 24) - 1)
+        return words.to(dtype).mul_(2.0 ** -24).view(len(self), *shape)
+
+    def randn(self, *shape, dtype=torch.float32):
+        """Standard normal, shape ``(len(self), *shape)``: Box-Muller, two values from each
+        pair of uniforms."""
+        shape = _shape(shape)
+        count = math.prod(shape)
+        pairs = -(-count // 2)
+        uniform = self.rand(2 * pairs, dtype=torch.float32)
+        radius = uniform[:, :pairs].neg_().log1p_().mul_(-2.0).sqrt_()  # 1 - u is in (0, 1]
+        angle = uniform[:, pairs:].mul_(2 * math.pi)
+        normal = torch.cat([radius * torch.cos(angle), radius.mul_(angle.sin_())], 1)
+        return normal[:, :count].to(dtype).reshape(len(self), *shape)
 
     def randint(self, low, high, *shape):
-        """Integers uniform in ``[low, high)`` (int64), shape ``(len(self), *shape)``."""
+        """Integers uniform in ``[low, high)`` (int64), shape ``(len(self), *shape)``; the
+        range may hold at most 2**31 values."""
         shape = _shape(shape)
-        if high <= low:
-            raise ValueError(f"randint needs low < high, got {low} and {high}")
-        words = _shift_right(self.bits(math.prod(shape)), 1)
+        if not 0 < high - low <= 1 << 31:
+            raise ValueError(f"randint needs 0 < high - low <= 2**31, got {low} and {high}")
+        words = _shift_right32(self.words(math.prod(shape)), 1).to(torch.int64)
         return (low + words % (high - low)).view(len(self), *shape)
 
     def _keys(self):
@@ -145,7 +193,7 @@ class SampleStreams:
         else:
             counters, seeds = self._counters[self._index], self._seeds[self._index]
             self._counters[self._index] = counters + 1
-        return derive(seeds, counters)
+        return mix64(seeds + counters * GOLDEN + GOLDEN)
 
 
 def _shape(shape):

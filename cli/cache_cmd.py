@@ -101,10 +101,11 @@ def export_command(cache_dir, key, out, count):
     """Write the set KEY to OUT (.npz) and a PNG grid of clean / perturbation / adversarial."""
     root = cache_root(cache_dir)
     full = resolve_key(root, key)
+    path = sets_dir(root) / f"{full}.h5"
+    if not path.exists():
+        raise UsageError(f"set {full[:12]} is not complete yet (resume its run first)")
     try:
-        stored = read_set(sets_dir(root) / f"{full}.h5")
-    except FileNotFoundError:
-        raise UsageError(f"set {full[:12]} is not complete yet (resume its run first)") from None
+        stored = read_set(path)
     except CorruptSetError as exc:
         raise UsageError(f"set {full[:12]} cannot be read: {exc}") from None
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")

@@ -24,6 +24,8 @@ from .progress import progress_factory
 def train_command(spec_path, device, cache_dir, progress):
     """Train and cache the weights of every model in SPEC (defenses included).
 
+    Transfer attacks' source models are trained too.
+
     Models already in the cache are loaded, not retrained; `advx run SPEC` then finds them all.
     Prints each model's source (trained or cache), its test accuracy and its weights file.
     """
@@ -34,7 +36,8 @@ def train_command(spec_path, device, cache_dir, progress):
     x, y = spec.dataset.load("test")
     click.echo("| model | defenses | source | test accuracy | seconds | weights |")
     click.echo("|---|---|---|---|---|---|")
-    for model in spec.models:
+    sources = [a.source for a in spec.attacks if a.source is not None]  # transfer sources
+    for model in (*spec.models, *sources):
         started = time.perf_counter()
         built = stack.build(model, builder)
         seconds = time.perf_counter() - started

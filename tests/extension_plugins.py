@@ -86,6 +86,26 @@ class TwinEnsemble(advx.ModelDefense):
         return _Average(classifier, twin)
 
 
+class _Scaled(nn.Module):
+    def __init__(self, inner, temperature):
+        super().__init__()
+        self.inner, self.temperature = inner, temperature
+
+    def forward(self, x):
+        return self.inner(x) / self.temperature
+
+
+@attrs.frozen(kw_only=True)
+class Temperature(advx.ModelDefense):
+    """Divides the logits by a temperature (a whole-model defense that knows no detector)."""
+
+    name = "test-temperature"
+    temperature: float = attrs.field(default=2.0, metadata={"help": "the temperature"})
+
+    def build(self, classifier, context):
+        return _Scaled(classifier, self.temperature)
+
+
 @attrs.frozen(kw_only=True)
 class LabelSmoothing(advx.TrainingDefense):
     """Trains on labels smoothed by ``smoothing`` (a training defense with its own loss)."""
@@ -100,7 +120,7 @@ class LabelSmoothing(advx.TrainingDefense):
 
 @advx.hookimpl
 def advx_register_defenses(register):
-    for cls in (Quantize, ConfidenceDetector, TwinEnsemble, LabelSmoothing):
+    for cls in (Quantize, ConfidenceDetector, TwinEnsemble, Temperature, LabelSmoothing):
         register(cls)
 
 

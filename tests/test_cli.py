@@ -128,6 +128,16 @@ def test_bad_spec_exits_2_with_one_clear_line(tmp_path, text, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_spec_that_selects_no_sample_exits_2(tiny_spec, tmp_path):
+    spec = tiny_spec(extra="").read_text().replace('name = "robust-accuracy"',
+                                                   'name = "robust-accuracy"\nclasses = [99]')
+    (tmp_path / "empty.toml").write_text(spec)
+    result = invoke("run", tmp_path / "empty.toml", "--out", tmp_path / "out", "--cache",
+                    tmp_path / "cache")
+    assert result.exit_code == ExitCode.USAGE
+    assert "selects no test sample" in result.output and "classes [99]" in result.output
+
+
 def test_missing_spec_file_exits_2(tmp_path):
     result = invoke("run", tmp_path / "nope.toml", "--out", tmp_path / "out")
     assert result.exit_code == ExitCode.USAGE and "nope.toml" in result.output

@@ -13,6 +13,7 @@ from advx.host.pluginmanager import add_plugin, load_plugins
 from advx.host.registry import Registry
 from advx.run.execute import execute
 from advx.run.spec import parse_spec
+from advx.store.format import read_set, sets_dir
 from click.testing import CliRunner
 
 from . import extension_plugins
@@ -110,14 +111,42 @@ def test_rejected_adversarials_count_as_defended_and_rejected_clean_inputs_as_er
     from advx.run.context import Session
 
     session = Session(spec, registry, cache=tmp_path / "cache")
-    model, attack = spec.models[1], spec.attacks[0]
-    outcome = session.outcome(model, attack, 0.3)
-    correct = session.clean_correct(model)
+    model = spec.models[1]
     clean_pred = session.clean_logits(model).argmax(1)
-    assert not bool(correct[clean_pred == 10].any())  # a rejected clean input is an error
-    survived = (outcome.pred == session.y) | (outcome.pred == 10)
-    assert torch.equal(session.robust_correct(model, outcome), correct & survived)
-    assert not bool(outcome.success[outcome.pred == 10].any())  # rejection: no success
+    assert bool((clean_pred == 10).any())  # the detector rejects some clean test inputs ...
+    assert report["clean_accuracy"]["defended"] == pytest.approx(
+        float((clean_pred == session.y).float().mean()))  # ... and they count as errors
+    row = next(r for r in report["results"]
+               if (r["model"], r["attack"], r["eps"]) == ("defended", "fgsm", 0.3))
+    pred = torch.from_numpy(read_set(sets_dir(tmp_path / "cache") / f"{row['set_key']}.h5")
+                            .arrays["pred"])
+    correct = clean_pred == session.y
+    rejected = correct & (pred == 10)
+    assert bool(rejected.any())  # some adversarials are rejected: they count as defended
+    assert row["robust_accuracy"] == pytest.approx(
+        float((correct & ((pred == session.y) | (pred == 10))).float().mean()))
+    assert row["robust_accuracy"] > float((correct & (pred == session.y)).float().mean())
+    fooled = correct & (pred != session.y) & (pred != 10)
+    assert row["attack_success_rate"] == pytest.approx(float(fooled.sum() / correct.sum()))
+
+
+def test_a_defense_around_a_detector_keeps_its_rejections(registry, tmp_path):
+    """A whole-model defense outside a detector, which knows nothing of rejection: the built
+    model still rejects (its reject index is carried over), so rejections are no successes."""
+    text = SPEC.format(protocol="robust-accuracy", tables="").replace(
+        '{{ name = "test-quantize" }}, '.replace("{{", "{").replace("}}", "}"),
+        '{ name = "test-temperature" }, ')
+    spec = parse_spec(text, registry)
+    assert [d.name for d in spec.models[1].defenses][:2] == ["test-temperature",
+                                                              "test-confidence-detector"]
+    from advx.run.context import Session
+
+    session = Session(spec, registry, cache=tmp_path / "cache")
+    module = session.module(spec.models[1])
+    assert advx.reject_index(module) == 10
+    outcome = session.outcome(spec.models[1], spec.attacks[0], 0.3)
+    assert bool((outcome.pred == 10).any())
+    assert not bool(outcome.success[outcome.pred == 10].any())
 
 
 def test_hook_advx_register_defenses(registry):

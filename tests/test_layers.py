@@ -42,9 +42,14 @@ def imports(name):
     """The advx modules ``name`` imports (absolute names; ``from X import y`` gives X.y when
     that is a module, else X)."""
     path, is_package = MODULES[name]
+    return imports_in(path.read_text(), name, is_package)
+
+
+def imports_in(text, name, is_package=False):
+    """The advx modules the source ``text`` of module ``name`` imports."""
     package = name if is_package else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "advx"}
         elif isinstance(node, ast.ImportFrom):
@@ -131,8 +136,13 @@ def test_the_checker_sees_violations():
     assert allowed("plugins:attacks", "advx") and allowed("plugins:attacks", "advx.testing")
     assert allowed("run", "advx.kernel.threat") and allowed("train", "advx.store.weights")
     assert not allowed("train", "advx.run.context") and not allowed("cli", "advx.plugins.reports")
-    tree = ast.parse("from .. import get_registry\nimport advx\nfrom ..run import spec\n")
-    assert len([n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom | ast.Import)]) == 3
+    text = ("import torch\nfrom .. import get_registry\nfrom ..run import spec\n"
+            "def late():\n    from ..store.format import read_set\n")
+    found = imports_in(text, "advx.kernel.threat")
+    assert found == {"advx", "advx.run.spec", "advx.store.format"}
+    assert [m for m in sorted(found) if not allowed("kernel", m)] == sorted(found)
+    assert imports_in("from . import pgd\nimport advx\n", "advx.plugins.attacks",
+                      is_package=True) == {"advx.plugins.attacks.pgd", "advx"}
 
 
 def test_every_module_is_known():

@@ -65,6 +65,26 @@ def test_without_a_table_only_the_curves(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert [p["kind"] for p in report["pictures"]] == ["curves"]
+    # drawing the curves reads no adversarial set, so the cache holds the results' sets only
+    stored = {p.name.removesuffix(".h5") for p in (tmp_path / "cache" / "adversarials").glob(
+        "*.h5")}
+    assert stored == {r["set_key"] for r in report["results"]}
+
+
+def test_a_curve_run_computes_no_set_for_its_pictures(tmp_path):
+    """The curve protocol sweeps instead of attacking at each eps: drawing its curves must not
+    attack at the largest eps after all."""
+    text = SPEC.replace('name = "robust-accuracy"', 'name = "curve"').format(pictures="")
+    (tmp_path / "spec.toml").write_text(text)
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "spec.toml"), "--out",
+                                      str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    keys = {c["set_key"] for c in report["curves"] if "set_key" in c}
+    stored = {p.name.removesuffix(".h5") for p in (tmp_path / "cache" / "adversarials").glob(
+        "*.h5")}
+    assert len(keys) == 2 and stored == keys
 
 
 def test_without_matplotlib_the_run_says_what_it_skipped(tmp_path, monkeypatch):

@@ -114,3 +114,35 @@ def test_python_api_transfer_from_a_module():
     assert torch.equal(result.x_adv, expected) and int(result.queries.sum()) == 0
     with pytest.raises(advx.UsageError, match="runs inside `advx run`"):
         advx.get_attack("transfer", source={"name": "blog-cnn"})(target, x, y, threat)
+
+
+def test_the_written_spec_reruns_to_the_same_transfer_sets(tmp_path):
+    """The source table is no part of the transfer set's identity (the source set's key is):
+    spec.toml, which writes the source in its resolved form, reads the very same sets."""
+    cache = tmp_path / "cache"
+    first = run(tmp_path, TRANSFER.format(id="from-a", source=SOURCE), cache)
+    result = invoke("run", tmp_path / "out" / "spec.toml", "--out", tmp_path / "again",
+                    "--cache", cache, "--no-progress")
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert [r["set_key"] for r in again["results"]] == [r["set_key"] for r in first["results"]]
+    assert {r["cache"] for r in again["results"]} == {"cache"}
+    replay = next(r for r in first["results"] if r["attack"] == "from-a")
+    identity = read_set(sets_dir(cache) / f"{replay['set_key']}.h5").provenance["identity"]
+    assert "source" not in identity["attack"]["params"] and identity["source_set"]
+
+
+def test_a_set_method_on_a_transfer_entry_is_refused(tmp_path):
+    from advx.run.context import Session
+    from advx.run.spec import parse_spec
+
+    spec = parse_spec(TINY_SPEC.format(extra=TRANSFER.format(id="t", source=SOURCE)),
+                      advx.get_registry())
+
+    class Nothing(advx.SetMethod):
+        def identity(self):
+            return {"name": "nothing"}
+
+    session = Session(spec, advx.get_registry(), cache=tmp_path / "cache")
+    with pytest.raises(advx.UsageError, match="transfer attack"):
+        session.obtain(advx.SetRequest(spec.models[0], spec.attacks[-1], 0.3, Nothing()))

@@ -4,7 +4,7 @@ The registry hooks receive a ``register`` callable: call it once per class to ad
 must subclass the kind's base class (``advx.Attack``, ``advx.ModelPlugin``, ``advx.Dataset``,
 ``advx.Defense``, ``advx.Protocol``) and carry a kebab-case ``name`` class attribute.  The
 other hooks let plugins read spec tables of their own, add commands, observe a run and write
-what a run leaves behind.  docs/plugins.md shows each with an example.
+what a run leaves behind.  docs/plugins.md describes each.
 """
 
 import pluggy
@@ -117,7 +117,7 @@ def advx_report_sections(report):
     """Add sections to report.md (and so to report.html) of every run.
 
     :param report: the parsed report.json.
-    :return: a list of Markdown blocks, each starting with a ``## `` heading.
+    :return: a list of Markdown blocks (a block usually starts with a ``## `` heading).
     """
 
 

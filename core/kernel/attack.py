@@ -5,7 +5,7 @@ threat model) or :class:`MinimizationAttack` (find the smallest adversarial), de
 it supports and the access it needs, and overrides :meth:`Attack.run`.  Callers use
 ``attack(model, x, y, threat)``, which validates the inputs, runs the attack with the model in
 eval mode, checks that every returned example lies inside the threat model (raising
-:class:`~advx.errors.ThreatModelViolation` that names the attack otherwise) and recomputes success
+:class:`~advx.ThreatModelViolation` that names the attack otherwise) and recomputes success
 from the model's own predictions on the returned examples.
 """
 
@@ -199,7 +199,8 @@ def _source_attack(transfer):
 class Replay(FixedEpsilonAttack):
     """Examples computed elsewhere (a transfer source), evaluated on a model as they are.
 
-    Not a registered plugin: the runner builds one per batch. The core checks the examples
+    Not a registered plugin: the set pipeline builds one per part of a transfer set
+    (:class:`advx.run.pipeline.ReplaySource`). The core checks the examples
     against the threat model like any attack's output; they cost the target no query.
     """
 

@@ -39,12 +39,13 @@ class BuildContext(typing.Protocol):
 
     ``dataset`` is the run's dataset plugin (``dataset.load("train")``), ``device`` where the
     model runs, ``adaptive`` whether preprocessors pass a straight-through gradient (the
-    model entry's setting).
+    model entry's setting), ``label`` the model's name in progress displays (or None).
     """
 
     dataset: typing.Any
     device: torch.device
     adaptive: bool
+    label: str | None  # what progress displays call the model being built
 
     def create(self, kind, name, **params):
         """An instance of the plugin ``name`` of ``kind`` ("attacks", ...) from the run's
@@ -74,7 +75,9 @@ class Defense:
     presets: ClassVar[dict] = {}
 
     def apply(self, module, context):
-        """The defended module built around ``module`` (see the module docstring)."""
+        """The defended module built around ``module`` (see the module docstring).  Behind a
+        detector, the core carries its reject index onto the returned module unless that
+        declares one itself."""
         return module
 
 

@@ -36,37 +36,43 @@ def reject_index(module):
     return getattr(module, REJECT_ATTRIBUTE, None)
 
 
-MIN_ROWS = 16  # passes on fewer rows are padded to this many
+ROW_MULTIPLE = 16  # every pass is padded to a multiple of this many rows
 
 
 class InvariantBatches(nn.Module):
-    """``module`` with every pass on fewer than :data:`MIN_ROWS` rows padded to that many.
+    """``module`` with every pass padded to a multiple of :data:`ROW_MULTIPLE` rows.
 
     A sample's logits must not depend on which other samples share its batch, or a set would
     change with the batch size.  Convolutions and element-wise layers compute each row alike
-    whatever the batch, but BLAS libraries switch to other kernels for matrices of a few rows:
-    on CPU, torch's matrix products round differently for 1 to 3 rows (one thread) and for
-    fewer than 12 rows not divisible by 4 (two threads), while every batch of 12 rows or more
-    gives each row the same bits.  The padding rows repeat the last row, detached (no
-    gradient flows through them), and their outputs are dropped.  The wrapper carries the
-    module's reject index and answers ``conv_layers()`` for it.
+    whatever the batch, but the CPU's matrix products split their rows among threads and give
+    a thread of 1 to 3 rows another kernel, which rounds differently: measured with torch
+    2.13's CPU build, a linear layer's row changed for batches of 1-3 rows at one thread, and
+    for some batches of fewer than 28 (16 threads) or 52 (32 threads) rows not divisible by 4,
+    while every batch whose size is a multiple of 4 (4 to 1,024 rows, 1 to 64 threads,
+    forward and input gradient, any position of the row) gave each row the same bits.
+    Padding to multiples of 16 covers that with room for wider kernels.  (CUDA libraries also choose
+    kernels by shape; this has not been checked on a GPU.)  The padding rows repeat the last
+    row, detached (no gradient flows through them), and their outputs are dropped.  The
+    wrapper carries the module's reject index and answers ``conv_layers()`` for it.
     """
 
-    def __init__(self, module, min_rows=MIN_ROWS):
+    def __init__(self, module, multiple=ROW_MULTIPLE):
         super().__init__()
-        self.module, self.min_rows = module, min_rows
+        self.module, self.multiple = module, multiple
         if reject_index(module) is not None:
             setattr(self, REJECT_ATTRIBUTE, reject_index(module))
 
     def forward(self, x):
         n = len(x)
-        if n == 0 or n >= self.min_rows:
+        extra = -n % self.multiple
+        if n == 0 or extra == 0:
             return self.module(x)
-        padding = x[-1:].detach().expand(self.min_rows - n, *x.shape[1:])
+        padding = x[-1:].detach().expand(extra, *x.shape[1:])
         return self.module(torch.cat([x, padding]))[:n]
 
     def conv_layers(self):
-        """The wrapped module's convolutions (:func:`advx.conv_layers` looks for this)."""
+        """The wrapped module's convolutions (the reports plugin's activation pictures look
+        for this method)."""
         inner = self.module
         if hasattr(inner, "conv_layers"):
             return list(inner.conv_layers())

@@ -9,6 +9,7 @@ import attrs
 import torch
 
 PLUGIN_KEY = "plugin"  # field metadata: the kind of plugin a parameter holds
+IDENTITY_KEY = "identity"  # field metadata False: the parameter is no part of the identity
 
 
 def is_plugin(value):
@@ -16,13 +17,16 @@ def is_plugin(value):
     return attrs.has(type(value)) and isinstance(getattr(type(value), "name", None), str)
 
 
-def plugin_params(instance, *, defaults=True):
+def plugin_params(instance, *, defaults=True, identity=False):
     """The instance's parameters as plain data: every init field (``defaults`` False: only
     those that differ from the field's default), nested plugins as ``{"name": ..., ...}``
-    tables and torch modules as a short description."""
+    tables and torch modules as a short description.  With ``identity``, the fields whose
+    metadata says ``{"identity": False}`` are left out (what a cache key must not hold)."""
     params = {}
     for field in attrs.fields(type(instance)):
         if not field.init or field.name.startswith("_"):
+            continue
+        if identity and field.metadata.get(IDENTITY_KEY) is False:
             continue
         value = getattr(instance, field.name)
         if not defaults and _is_default(field, value):
@@ -37,8 +41,9 @@ def plugin_table(instance, *, defaults=False):
 
 
 def plugin_identity(instance):
-    """``{"name": ..., "params": {...}}`` with every parameter (defaults included)."""
-    return {"name": type(instance).name, "params": plugin_params(instance)}
+    """``{"name": ..., "params": {...}}`` with every parameter that joins a cache key
+    (defaults included)."""
+    return {"name": type(instance).name, "params": plugin_params(instance, identity=True)}
 
 
 def _is_default(field, value):

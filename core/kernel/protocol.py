@@ -14,10 +14,11 @@ from typing import ClassVar
 import attrs
 import torch
 
-# Keys of report.json that the run itself writes: a protocol's results may not use them.
+# Keys of report.json that the run itself writes: a protocol's results may not use them, and
+# no plugin may change them (plugins add keys of their own in advx_run_finished).
 RUN_KEYS = frozenset({
     "advx_version", "torch_version", "created", "device", "title", "spec", "dataset",
-    "protocol", "models", "seconds", "attack_phase_seconds", "pictures", "skipped_pictures",
+    "protocol", "models", "seconds", "attack_phase_seconds",
 })
 
 
@@ -65,8 +66,8 @@ class Protocol:
         raise NotImplementedError
 
     def sections(self, report):
-        """This protocol's part of report.md: Markdown blocks (each starting with a ``## ``
-        heading), rendered from ``report`` (the parsed report.json) alone."""
+        """This protocol's part of report.md: Markdown blocks (a block usually starts with a
+        ``## `` heading), rendered from ``report`` (the parsed report.json) alone."""
         return []
 
 

@@ -71,9 +71,10 @@ class ThreatModel:
     """An ``norm`` ball of radius ``eps`` (None: unbounded) intersected with ``bounds``.
 
     ``eps`` may also be a 1-D float tensor, one radius per sample of the batch (linf and l2
-    only): the sweeps of :mod:`advx.curve_search` probe samples at different eps in one call
-    of an attack that declares ``per_sample_eps``.  Such a threat model is built in code, never
-    read from a spec; :meth:`radius` and :meth:`select` are how attacks use it.
+    only): the sweeps of the curve protocol (:mod:`advx.plugins.protocols.curve_search`)
+    probe samples at different eps in one call of an attack that declares ``per_sample_eps``.
+    Such a threat model is built in code, never read from a spec; :meth:`radius` and
+    :meth:`select` are how attacks use it.
     """
 
     norm: str = attrs.field(validator=attrs.validators.in_(NORMS))

@@ -30,10 +30,15 @@ class Session:
         self.dataset, self.tables = spec.dataset, spec.tables
         x, y = self.dataset.load("test")
         self.indices = selection(y, self.protocol)  # test-set indices of the samples
+        if not len(self.indices):
+            raise UsageError(f"{spec.source}: [protocol] selects no test sample (classes "
+                             f"{list(self.protocol.classes or [])}, limit "
+                             f"{self.protocol.limit}); the test split has {len(y)}")
         self.x, self.y = x[self.indices], y[self.indices]
         self.bounds = tuple(self.dataset.info.bounds)
         self.builder = Builder(self.dataset, registry, self.device, self.cache_root, progress)
         self._built, self._clean, self._sets, self._outcomes = {}, {}, {}, {}
+        self._digests = {}  # model id -> sha256 of the defended module (a set's identity)
         # wall time spent computing, resuming or reading adversarial sets (the attack phase;
         # model training and loading excluded)
         self.set_seconds = 0.0
@@ -77,11 +82,11 @@ class Session:
                 for start in range(0, self.n, self.protocol.batch_size):
                     x = self.x[start:start + self.protocol.batch_size].to(self.device)
                     parts.append(module(x).float().cpu())
-            self._clean[model.id] = torch.cat(parts) if parts else torch.zeros(0, 0)
+            self._clean[model.id] = torch.cat(parts)
         return self._clean[model.id]
 
     def clean_correct(self, model):
-        return self.clean_logits(model).argmax(1) == self.y if self.n else self.y.bool()
+        return self.clean_logits(model).argmax(1) == self.y
 
     def robust_correct(self, model, outcome):
         rejected = reject_index(self.module(model))
@@ -141,8 +146,10 @@ class Session:
     def set_identity(self, model, attack, threat, method=None, source_key=None):
         """The identity of ``attack`` (an entry) under ``threat`` on ``model`` (an entry):
         what names its adversarial set (:func:`advx.store.identity.set_identity`)."""
+        if model.id not in self._digests:
+            self._digests[model.id] = self.built(model).digest()
         return set_identity(
-            model_name=model.name, weights_sha256=self.built(model).digest(),
+            model_name=model.name, weights_sha256=self._digests[model.id],
             defenses=stack.defense_identity(model), dataset_identity=self.dataset.identity(),
             indices=self.indices, attack=attack.attack, threat=threat, target=attack.target,
             seed=self.protocol.seed, method=method, source_key=source_key)

@@ -2,10 +2,11 @@
 
 1. The protocol evaluates on a :class:`~advx.run.context.Session` (the run context).
 2. ``advx_run_finished(context, report, out_dir)``: plugins write artefacts (the built-in
-   reports plugin draws the pictures) and may add entries to the report.
+   reports plugin draws the pictures) and may add entries of their own to the report.
 3. spec.toml and report.json are written (atomically).
-4. ``advx_write_report(report, out_dir)``: plugins write the pages (report.md, report.html),
-   from report.json alone, as ``advx report RUN_DIR`` does again later.
+4. ``advx_write_report(report, sections, out_dir)``: plugins write the pages (report.md,
+   report.html) from report.json and the protocol's and plugins' sections, as
+   ``advx report RUN_DIR`` does again later.
 """
 
 import datetime
@@ -51,7 +52,12 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=no_p
         "models": [_model_entry(session, m, measured) for m in spec.models],
         **measured,
     }
+    before = dict(report)
     registry.hook.advx_run_finished(context=session, report=report, out_dir=out_dir)
+    changed = sorted(k for k, value in before.items() if report.get(k) is not value)
+    if changed:
+        raise ProtocolError(f"a plugin's advx_run_finished changed the report's "
+                            f"{', '.join(changed)}; plugins add keys of their own")
     report["seconds"] = round(time.perf_counter() - started, 2)
     # wall time of the attack phase: computing, resuming or reading every adversarial set
     report["attack_phase_seconds"] = round(session.set_seconds, 3)

@@ -13,6 +13,7 @@ import time
 import torch
 
 from ..kernel.attack import Replay, TransferAttack
+from ..kernel.errors import UsageError
 from ..kernel.protocol import SetJob, SetMethod, SetRequest
 from ..store.format import canonical_json, identity_digest, set_key
 from ..store.identity import provenance, result_arrays, result_layout, sample_seeds, unit_seed
@@ -57,7 +58,10 @@ def obtain(session, request):
     model, entry = request.model, request.attack
     threat = entry.threat(request.eps, session.bounds)
     method, source = request.method, None
-    if method is None and isinstance(entry.attack, TransferAttack):
+    if isinstance(entry.attack, TransferAttack) and method is not None:
+        raise UsageError(f"attack {entry.id!r} is a transfer attack: its set replays the source "
+                         "set at each eps, and a set method cannot compute it")
+    if isinstance(entry.attack, TransferAttack):
         source = session.obtain(SetRequest(entry.source, entry.source_entry(), request.eps))
         source = source.stored
         method = ReplaySource(source)

@@ -77,7 +77,8 @@ class SetWriter:
         except (OSError, KeyError, ValueError, TypeError, CorruptSetError, _Mismatch):
             self.path.unlink(missing_ok=True)
             return []
-        if self._next_slot >= self.slots:  # no free record slot left: start over
+        missing = self.n - sum(stop - start for start, stop in shards)
+        if self.slots - self._next_slot < missing:  # too few free records left: start over
             self.path.unlink(missing_ok=True)
             return []
         return shards
@@ -133,6 +134,8 @@ class SetWriter:
             f[name][start:stop] = results[name]
         self._sync()
         records, slot = f["shards"], self._next_slot
+        if slot >= self.slots:
+            raise RuntimeError(f"{self.path.name}: no free shard record (more shards than rows)")
         records["start"][slot], records["stop"][slot] = start, stop
         records["digest"][slot] = arrays_digest(results).encode()
         records["seconds"][slot] = seconds

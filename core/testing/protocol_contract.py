@@ -101,17 +101,29 @@ class ProtocolContract:
             assert all(v is None or v <= clean[entry["model"]] + 1e-12 for v in values), entry
 
     def test_evaluates_the_same_from_the_cache(self, evaluated):
+        """A second evaluation on the same cache reads every set it asks for from the cache
+        and gives the same results (but for where sets came from and their timings)."""
         _, results, cache = evaluated
         again = self.context(cache)
+        origins, obtain = [], again.obtain
+
+        def recording(request):
+            obtained = obtain(request)
+            origins.append(obtained.origin)
+            return obtained
+
+        again.obtain = recording
         assert _without_origins(again.protocol.evaluate(again)) == _without_origins(results)
+        assert origins and set(origins) == {"cache"}, origins
 
     def test_renders_its_sections_from_report_json(self, evaluated):
-        """Sections are Markdown strings, the same from the report as from its JSON copy."""
+        """Sections are Markdown strings rendered from report.json: from a copy read back from
+        JSON (tuples become lists, int keys strings) they come out the same."""
         _, results, _ = evaluated
         report = {"protocol": self.protocol_name, **results}
-        sections = self.make_protocol().sections(report)
+        sections = self.make_protocol().sections(json.loads(json.dumps(report)))
         assert isinstance(sections, list) and all(isinstance(s, str) for s in sections)
-        assert self.make_protocol().sections(json.loads(json.dumps(report))) == sections
+        assert self.make_protocol().sections(report) == sections
 
 
 def _entries(value):

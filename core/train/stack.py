@@ -8,7 +8,7 @@ that its passes do not depend on the batch (:class:`advx.kernel.model.InvariantB
 import attrs
 
 from ..kernel.defense import TrainingDefense
-from ..kernel.model import InvariantBatches
+from ..kernel.model import REJECT_ATTRIBUTE, InvariantBatches, reject_index
 from ..kernel.params import plugin_identity
 from ..store.weights import weights_digest
 from .zoo import load_model
@@ -40,8 +40,16 @@ def build(model_spec, builder):
     context = builder.for_entry(model_spec.adaptive)
     module = classifier
     for defense in reversed(model_spec.wrappers):  # the first listed sees the raw input
-        module = defense.apply(module, context)
+        module = carry_reject_index(defense.apply(module, context), module)
     return BuiltModel(classifier, InvariantBatches(module).to(builder.device).eval(), source)
+
+
+def carry_reject_index(outer, inner):
+    """``outer`` (a defense's module around ``inner``) with ``inner``'s reject index when it
+    declares none itself: a detector's rejections stay rejections behind any defense."""
+    if reject_index(outer) is None and reject_index(inner) is not None:
+        setattr(outer, REJECT_ATTRIBUTE, reject_index(inner))
+    return outer
 
 
 def defense_identity(model_spec):

@@ -37,7 +37,8 @@ class Transfer(advx.TransferAttack):
 
     source: object = attrs.field(validator=_is_table_or_module, metadata={
         "help": "source model table: name, parameters, and train = {...} or checkpoint = "
-                "\"...\" (e.g. { name = \"madry-cnn\", train = { seed = 2 } })"})
+                "\"...\" (e.g. { name = \"madry-cnn\", train = { seed = 2 } })",
+        "identity": False})  # a set's identity holds the source set's key instead
     source_attack: advx.Attack = attrs.field(
         factory=lambda: {"name": "pgd"}, validator=_is_attack,
         metadata={"help": "attack run on the source model: name and parameters "

@@ -73,9 +73,9 @@ def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_
 
 def fit_guide(attack, model, x, y, threats, *, seeds, targets, clean_logits, device,
               rejected=None):
-    """``(pilot indices, their search results, Guide or None)`` for the whole set (CPU
-    tensors; the pilot runs on ``device``), or None when the set is too small for a pilot
-    (then every sample is bisected)."""
+    """``(pilot indices, their search results, Guide or None)`` for the whole set (given as
+    CPU tensors; the pilot runs on ``device``, where its results stay), or None when the set
+    is too small for a pilot (then every sample is bisected)."""
     pilot = pilot_samples(clean_logits, y, PILOT)
     if pilot is None:
         return None

@@ -43,9 +43,11 @@ import advx
 import attrs
 import torch
 
+from . import curve_search
 from .curve_search import allowances, certified, find_thresholds, fit_guide
 
 METHOD = "guided-bisection"
+REVISION = 1  # bumped when the search changes its results (its constants join the identity)
 WORST_CASE = "worst case"  # the attack name of worst-case curves (as the pictures draw them)
 
 
@@ -82,7 +84,10 @@ class GuidedSweep(advx.SetMethod):
         self.grid, self.rejected = tuple(grid), rejected
 
     def identity(self):
-        return {"name": METHOD, "eps": list(self.grid)}
+        return {"name": METHOD, "eps": list(self.grid), "revision": REVISION,
+                "search": {"pilot": curve_search.PILOT, "guided_probes": curve_search.
+                           GUIDED_PROBES, "bandwidth": curve_search.BANDWIDTH,
+                           "floor": curve_search.FLOOR}}
 
     def threats(self, job):
         return [job.threat.with_eps(e) for e in self.grid]

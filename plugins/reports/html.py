@@ -1,4 +1,4 @@
-"""report.html: the Markdown of :func:`advx.report.markdown` as one self-contained HTML page.
+"""report.html: the Markdown of :func:`.markdown.markdown` as one self-contained HTML page.
 
 A converter for exactly the Markdown that report.md uses, nothing more: ``#``/``##``/``###``
 headings, paragraphs, pipe tables (a header row, a ``|---|`` row, body rows), ``- `` lists,

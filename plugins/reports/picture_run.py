@@ -96,6 +96,8 @@ def render(context, measured, out_dir, spec):
     if "curves" in spec.kinds and (curves := curves_of(measured)):
         attempt("curves", "curves", "Robust accuracy against eps",
                 lambda path: draw.plot_curves(curves, path))
+    if not set(spec.kinds) & {"grid", "representation", "activations"}:
+        return done, skipped  # the curves only: no adversarial set is read (or computed)
     for model in _chosen(context.models, spec.models):
         for attack in _chosen(context.attacks, spec.attacks):
             _adversarial_pictures(context, model, attack, spec, attempt)
@@ -185,15 +187,16 @@ def penultimate(module, x):
     linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
     if not linear:
         raise advx.UsageError("representation pictures need a model ending in a linear layer")
-    seen = []
+    seen, features = [], []
     handle = linear[-1].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
     try:
         with torch.no_grad():
             for chunk in x.split(500):
                 module(chunk)
+                features.append(seen.pop()[:len(chunk)])  # without the rows of any padding
     finally:
         handle.remove()
-    return torch.cat(seen).flatten(1).cpu()
+    return torch.cat(features).flatten(1).cpu()
 
 
 def _slug(text):

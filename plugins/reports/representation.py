@@ -4,9 +4,9 @@
 der Maaten and Hinton, 2008) and draws arrows from chosen clean inputs to their adversarial
 versions, showing which class cluster an attack pushes them toward.  :func:`activation_differences`
 measures, for every convolution, how much the adversarial input changes each location's
-activations.  Pure functions like those of :mod:`advx.pictures`: matplotlib and scikit-learn are
+activations.  Pure functions like those of :mod:`.pictures`: matplotlib and scikit-learn are
 optional (``pip install advx[plots]``); without them they raise
-:class:`~advx.pictures.PicturesUnavailable`.
+:class:`~.pictures.PicturesUnavailable`.
 """
 
 import numpy as np
@@ -154,7 +154,7 @@ def activation_differences(model, x, x_adv):
     passes = []  # one dict per forward pass: id(layer) -> its output
 
     def record(module, inputs, output):
-        passes[-1][id(module)] = output.detach()
+        passes[-1][id(module)] = output.detach()[:len(x)]  # without rows of any padding
 
     handles = [layer.register_forward_hook(record) for layer in layers]
     try:

@@ -20,16 +20,13 @@ and compressed, the shard records sorted), renames it to ``<key>.h5`` and remove
 file. Only one process works on a key at a time (:class:`advx.store.lock.SetLock`).
 """
 
-import contextlib
 import json
-import os
 import pathlib
-import uuid
 
 import h5py
 import numpy as np
 
-from .atomic import fsync_path
+from .atomic import fsync_path, write_file
 from .format import (
     FINAL_SUFFIX,
     FORMAT,
@@ -157,17 +154,11 @@ class SetWriter:
         table = {"start": np.array([a for a, _ in shards], dtype=np.int64),
                  "stop": np.array([b for _, b in shards], dtype=np.int64),
                  "seconds": np.array([seconds[s] for s in shards], dtype=np.float64)}
-        temp = self.directory / f".{self.key}.{uuid.uuid4().hex}.tmp"
-        try:
+        def write(temp):
             with h5py.File(temp, "w-") as out:
                 _write_complete(out, self.key, arrays, table, self.provenance)
-            fsync_path(temp)
-            os.replace(temp, self.final_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        fsync_path(self.directory)
+
+        write_file(self.final_path, write)
         self.path.unlink(missing_ok=True)
         return self.final_path
 
@@ -178,9 +169,7 @@ class SetWriter:
         fsync_path(self.path)
 
     def _create(self, layout):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temp = self.directory / f".{self.key}.{uuid.uuid4().hex}.partial.tmp"
-        try:
+        def write(temp):
             with h5py.File(temp, "w-") as f:
                 _set_attrs(f, self.key, self.provenance, complete=False)
                 for name, (dtype, shape) in layout.items():
@@ -191,12 +180,8 @@ class SetWriter:
                 for name, dtype in (("start", np.int64), ("stop", np.int64), ("done", np.uint8),
                                     ("seconds", np.float64), ("digest", "S64")):
                     _allocate(group, name, (self.slots,), dtype)
-            fsync_path(temp)
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+
+        write_file(self.path, write)
 
 
 class _Mismatch(Exception):

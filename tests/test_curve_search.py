@@ -174,5 +174,7 @@ def test_cache_listings_show_a_sweep_as_its_grid():
                 "method": {"name": "guided-bisection", "eps": [0.01, 0.02, 0.3]},
                 "attack": {"name": "pgd"}, "model": {"plugin": "madry-cnn"}}
     assert summary({"identity": identity})["threat"] == "linf sweep 0.01-0.3 (3)"
+    identity["method"] = {"name": "test-half-eps", "eps": 0.05}  # a plugin's own method
+    assert summary({"identity": identity})["threat"] == "linf test-half-eps"
     del identity["method"]
     assert summary({"identity": identity})["threat"] == "linf min"

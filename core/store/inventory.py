@@ -93,10 +93,14 @@ def summary(provenance):
     identity = provenance.get("identity", {})
     spec = provenance.get("spec", {})
     threat = identity.get("threat", {})
-    eps, method = threat.get("eps"), identity.get("method") or {}
-    if method.get("eps"):  # a sweep over an eps grid (the curve protocol's search)
-        grid = method["eps"]
+    eps, method = threat.get("eps"), identity.get("method")
+    grid = method.get("eps") if isinstance(method, dict) else None
+    if isinstance(grid, list) and grid and all(isinstance(e, int | float) for e in grid):
+        # a sweep over an eps grid (the curve protocol's search)
         text = f"{threat.get('norm', '?')} sweep {min(grid):g}-{max(grid):g} ({len(grid)})"
+    elif method is not None:  # another protocol's own set method
+        name = method.get("name", "method") if isinstance(method, dict) else "method"
+        text = f"{threat.get('norm', '?')} {name}"
     else:
         text = f"{threat.get('norm', '?')} {'min' if eps is None else format(eps, 'g')}"
     if threat.get("targeted"):

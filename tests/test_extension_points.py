@@ -164,6 +164,9 @@ def test_a_third_party_protocol_shows_its_section_in_md_and_html(registry, tmp_p
     assert "<h2>Half eps</h2>" in html and "<td>plain</td>" in html
     _, again = run(registry, tmp_path, protocol="test-half-eps", out="again")
     assert {r["cache"] for r in again["half_eps"]} == {"cache"}  # its own sets are cached too
+    listing = CliRunner().invoke(cli, ["cache", "ls", "--json", "--cache", str(tmp_path / "cache")])
+    threats = {e["threat"] for e in json.loads(listing.output)}
+    assert "linf test-half-eps" in threats and "linf 0.1" in threats
 
 
 def test_a_protocol_may_not_overwrite_the_runs_keys(tmp_path):

@@ -20,13 +20,6 @@ class Where:
         return SpecError(f"{self.source}: [{self.key}] {message}")
 
 
-def no_unknown(table, allowed, source, what):
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise SpecError(f"{source}: unknown key {', '.join(map(repr, unknown))} in {what}; "
-                        f"allowed: {', '.join(allowed)}")
-
-
 def table_at(data, key, where):
     value = data.get(key)
     if not isinstance(value, dict):

@@ -219,6 +219,32 @@ def test_hook_advx_run_finished(registry, tmp_path):
     assert "[test-notes]" in spec_toml and 'text = "from a plugin"' in spec_toml
 
 
+class _ReportChanger:
+    """A plugin whose advx_run_finished changes what the run wrote (``how``: in place or
+    replaced)."""
+
+    def __init__(self, how):
+        self.how = how
+
+    @advx.hookimpl
+    def advx_run_finished(self, context, report, out_dir):
+        if self.how == "in place":
+            report["models"][0]["clean_accuracy"] = 1.0
+        else:
+            report["title"] = "another title"
+
+
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_run_finished_may_not_change_what_the_run_wrote(tmp_path, how):
+    loaded = load_plugins()
+    add_plugin(loaded, extension_plugins, "test-extensions", distribution="advx-test-ext")
+    add_plugin(loaded, _ReportChanger(how), "report-changer")
+    changed = "models" if how == "in place" else "title"
+    with pytest.raises(advx.AdvxError, match=f"changed the report's {changed}; plugins add"):
+        run(Registry(loaded), tmp_path)
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_hook_advx_report_sections(registry, tmp_path):
     run(registry, tmp_path, tables='[test-notes]\ntext = "a note"')
     assert "## Notes\n\na note" in (tmp_path / "out" / "report.md").read_text()

@@ -31,7 +31,7 @@ import torch
 from attrs import validators as v
 from torch import nn
 
-from .model import REJECT_ATTRIBUTE, reject_index
+from .model import REJECT_ATTRIBUTE, carry_reject_index, reject_index
 
 
 class BuildContext(typing.Protocol):
@@ -118,7 +118,7 @@ class Preprocessed(nn.Module):
     def __init__(self, model, preprocessor, adaptive=True):
         super().__init__()
         self.model, self.preprocessor, self.adaptive = model, preprocessor, adaptive
-        _carry_reject_index(self, model)
+        carry_reject_index(self, model)
 
     def forward(self, x):
         if not (torch.is_grad_enabled() and x.requires_grad):
@@ -240,11 +240,6 @@ class TrainingDefense(Defense):
     def train(self, module, recipe, context):
         """Train ``module`` by ``recipe`` (already adjusted by :meth:`recipe`)."""
         return context.fit(module, recipe)
-
-
-def _carry_reject_index(wrapper, inner):
-    if reject_index(inner) is not None:
-        setattr(wrapper, REJECT_ATTRIBUTE, reject_index(inner))
 
 
 def with_preset(cls, params):

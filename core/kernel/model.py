@@ -36,6 +36,14 @@ def reject_index(module):
     return getattr(module, REJECT_ATTRIBUTE, None)
 
 
+def carry_reject_index(outer, inner):
+    """``outer`` (a module around ``inner``) with ``inner``'s reject index when it declares
+    none itself: a detector's rejections stay rejections behind any wrapper."""
+    if reject_index(outer) is None and reject_index(inner) is not None:
+        setattr(outer, REJECT_ATTRIBUTE, reject_index(inner))
+    return outer
+
+
 ROW_MULTIPLE = 16  # every pass is padded to a multiple of this many rows
 
 
@@ -59,8 +67,7 @@ class InvariantBatches(nn.Module):
     def __init__(self, module, multiple=ROW_MULTIPLE):
         super().__init__()
         self.module, self.multiple = module, multiple
-        if reject_index(module) is not None:
-            setattr(self, REJECT_ATTRIBUTE, reject_index(module))
+        carry_reject_index(self, module)
 
     def forward(self, x):
         n = len(x)

@@ -38,7 +38,6 @@ class Session:
         self.bounds = tuple(self.dataset.info.bounds)
         self.builder = Builder(self.dataset, registry, self.device, self.cache_root, progress)
         self._built, self._clean, self._sets, self._outcomes = {}, {}, {}, {}
-        self._digests = {}  # model id -> sha256 of the defended module (a set's identity)
         # wall time spent computing, resuming or reading adversarial sets (the attack phase;
         # model training and loading excluded)
         self.set_seconds = 0.0
@@ -146,10 +145,8 @@ class Session:
     def set_identity(self, model, attack, threat, method=None, source_key=None):
         """The identity of ``attack`` (an entry) under ``threat`` on ``model`` (an entry):
         what names its adversarial set (:func:`advx.store.identity.set_identity`)."""
-        if model.id not in self._digests:
-            self._digests[model.id] = self.built(model).digest()
         return set_identity(
-            model_name=model.name, weights_sha256=self._digests[model.id],
+            model_name=model.name, weights_sha256=self.built(model).digest,
             defenses=stack.defense_identity(model), dataset_identity=self.dataset.identity(),
             indices=self.indices, attack=attack.attack, threat=threat, target=attack.target,
             seed=self.protocol.seed, method=method, source_key=source_key)

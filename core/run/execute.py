@@ -9,6 +9,7 @@
    ``advx report RUN_DIR`` does again later.
 """
 
+import copy
 import datetime
 import json
 import time
@@ -52,9 +53,9 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=no_p
         "models": [_model_entry(session, m, measured) for m in spec.models],
         **measured,
     }
-    before = dict(report)
+    before = copy.deepcopy(report)  # JSON-ready data: a plugin must not change it in place
     registry.hook.advx_run_finished(context=session, report=report, out_dir=out_dir)
-    changed = sorted(k for k, value in before.items() if report.get(k) is not value)
+    changed = sorted(k for k, value in before.items() if report.get(k) != value)
     if changed:
         raise ProtocolError(f"a plugin's advx_run_finished changed the report's "
                             f"{', '.join(changed)}; plugins add keys of their own")

@@ -5,10 +5,12 @@ weights came (trained, cached or loaded) and the defended module the run attacks
 that its passes do not depend on the batch (:class:`advx.kernel.model.InvariantBatches`).
 """
 
+import functools
+
 import attrs
 
 from ..kernel.defense import TrainingDefense
-from ..kernel.model import REJECT_ATTRIBUTE, InvariantBatches, reject_index
+from ..kernel.model import InvariantBatches, carry_reject_index
 from ..kernel.params import plugin_identity
 from ..store.weights import weights_digest
 from .zoo import load_model
@@ -26,9 +28,10 @@ class BuiltModel:
         """sha256 of the classifier's weights (what its weights file holds)."""
         return weights_digest(self.classifier)
 
+    @functools.cached_property
     def digest(self):
         """sha256 of every weight and buffer of the defended module (defenses' parts and
-        thresholds included): what a set attacked on it depends on."""
+        thresholds included): what a set attacked on it depends on (computed once)."""
         return weights_digest(self.module)
 
 
@@ -42,14 +45,6 @@ def build(model_spec, builder):
     for defense in reversed(model_spec.wrappers):  # the first listed sees the raw input
         module = carry_reject_index(defense.apply(module, context), module)
     return BuiltModel(classifier, InvariantBatches(module).to(builder.device).eval(), source)
-
-
-def carry_reject_index(outer, inner):
-    """``outer`` (a defense's module around ``inner``) with ``inner``'s reject index when it
-    declares none itself: a detector's rejections stay rejections behind any defense."""
-    if reject_index(outer) is None and reject_index(inner) is not None:
-        setattr(outer, REJECT_ATTRIBUTE, reject_index(inner))
-    return outer
 
 
 def defense_identity(model_spec):

@@ -226,6 +226,10 @@ def test_hook_advx_register_defenses():
     _registered_through_hook("advx_register_defenses", advx.Defense, "defenses")
 
 
+def test_hook_advx_register_generators():
+    _registered_through_hook("advx_register_generators", advx.GenerativeModel, "generators")
+
+
 def test_hook_advx_register_protocols():
     _registered_through_hook("advx_register_protocols", advx.Protocol, "protocols")
 

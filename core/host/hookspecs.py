@@ -47,6 +47,15 @@ def advx_register_defenses(register):
 
 
 @hookspec
+def advx_register_generators(register):
+    """Register generative models (autoencoders, VAEs) that defenses purify or detect with.
+
+    :param register: call ``register(GeneratorClass)`` for each subclass of
+        ``advx.GenerativeModel``.
+    """
+
+
+@hookspec
 def advx_register_protocols(register):
     """Register evaluation protocols.
 

@@ -16,6 +16,7 @@ from ..kernel.attack import Attack
 from ..kernel.dataset import Dataset
 from ..kernel.defense import Defense, with_preset
 from ..kernel.errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
+from ..kernel.generative import GenerativeModel
 from ..kernel.model import ModelPlugin
 from ..kernel.params import PLUGIN_KEY
 from ..kernel.protocol import Protocol
@@ -31,6 +32,7 @@ KINDS = {
     "datasets": ("dataset", "advx_register_datasets", Dataset),
     "defenses": ("defense", "advx_register_defenses", Defense),
     "protocols": ("protocol", "advx_register_protocols", Protocol),
+    "generators": ("generator", "advx_register_generators", GenerativeModel),
 }
 
 
@@ -48,8 +50,9 @@ class Entry:
         """A JSON-ready description: name, kind, plugin, summary, params."""
         described = {"name": self.name, "kind": self.kind, "plugin": self.distribution,
                      "summary": summary(self.cls), "params": describe_params(self.cls)}
-        if self.kind == "defense":  # its kind (preprocessor, detector, ...) and presets
+        if self.kind == "defense":  # its kind (preprocessor, detector, ...)
             described["defense_kind"] = self.cls.kind
+        if self.kind in ("defense", "generator"):
             described["presets"] = dict(getattr(self.cls, "presets", {}))
         return described
 
@@ -153,12 +156,12 @@ class Registry:
     def create(self, kind, name, **params):
         """An instance of the class registered as ``name``, built from ``params``.
 
-        A defense's ``preset`` parameter fills in the values of that preset that ``params``
-        do not set (see :func:`advx.kernel.defense.with_preset`).  Parameters that hold a
+        A defense's or generator's ``preset`` parameter fills in the values of that preset
+        that ``params`` do not set (see :func:`advx.kernel.defense.with_preset`).  Parameters that hold a
         plugin are built from their tables by this registry.
         """
         entry = self.get(kind, name)
-        if entry.kind == "defense":
+        if entry.kind in ("defense", "generator"):
             try:
                 params = with_preset(entry.cls, params)
             except KeyError as exc:

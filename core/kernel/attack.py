@@ -15,7 +15,7 @@ import attrs
 import torch
 
 from .errors import ThreatModelViolation, UsageError
-from .model import reject_index
+from .model import attacking, reject_index
 from .random import SampleStreams
 from .threat import ThreatModel
 
@@ -106,7 +106,8 @@ class Attack:
         was_training = model.training
         model.eval()
         try:
-            out = self.run(model, x, y, threat, targets=targets, rng=rng)
+            with attacking(model):
+                out = self.run(model, x, y, threat, targets=targets, rng=rng)
             x_adv, queries = out if isinstance(out, tuple) else (out, None)
             x_adv = self._enforce(x, x_adv.detach(), threat)
             with torch.no_grad():

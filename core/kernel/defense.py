@@ -23,12 +23,12 @@ overriding :meth:`Defense.apply`: nothing in the core lists the kinds.  ``contex
 :class:`BuildContext`.
 """
 
+import math
 import typing
 from typing import ClassVar
 
 import attrs
 import torch
-from attrs import validators as v
 from torch import nn
 
 from .model import REJECT_ATTRIBUTE, carry_reject_index, reject_index
@@ -39,13 +39,16 @@ class BuildContext(typing.Protocol):
 
     ``dataset`` is the run's dataset plugin (``dataset.load("train")``), ``device`` where the
     model runs, ``adaptive`` whether preprocessors pass a straight-through gradient (the
-    model entry's setting), ``label`` the model's name in progress displays (or None).
+    model entry's setting), ``label`` the model's name in progress displays (or None),
+    ``classifier`` the entry's trained classifier before any defense wraps it (a generator
+    trained against it, PuVAE's, is then the same whatever the defenses around it).
     """
 
     dataset: typing.Any
     device: torch.device
     adaptive: bool
     label: str | None  # what progress displays call the model being built
+    classifier: typing.Any  # the entry's trained classifier, before any defense wraps it
 
     def create(self, kind, name, **params):
         """An instance of the plugin ``name`` of ``kind`` ("attacks", ...) from the run's
@@ -55,6 +58,18 @@ class BuildContext(typing.Protocol):
         """Train ``module`` on the dataset's training split by ``recipe`` (an
         :class:`advx.TrainRecipe`); ``loss(module, x, y, position)`` replaces the clean
         cross-entropy of a batch.  Seeded, deterministic on the CPU.  Returns the module."""
+
+    def validation(self):
+        """``(x, y)``: the model entry's validation split, the last ``holdout`` samples of the
+        training split (``train = { holdout = N }``), which no part of the model trained on."""
+
+    def threshold(self, detector, scorer):
+        """``detector``'s threshold for ``scorer``: calibrated at ``detector.fpr`` on the
+        validation split, cached with the scorer's weights."""
+
+    def generator(self, plugin, classifier=None):
+        """The module of the generator plugin ``plugin`` (an :class:`advx.GenerativeModel`),
+        trained once on the training split without the validation samples, and cached."""
 
     def cached(self, identity, build, train):
         """A module of the defense's own (an autoencoder, say), trained once and cached:
@@ -141,21 +156,20 @@ class Detector(Defense):
 
     :meth:`scorer` returns a module mapping inputs to one score each (higher: more likely
     adversarial), differentiable where white-box attacks should adapt to it; it may contain
-    the classifier and parts trained by the detector itself (``context.cached``).  The
-    threshold is the ``1 - fpr`` quantile of the scores of ``calibration`` clean inputs (the
-    last ones of the training split), so that at most a fraction ``fpr`` of them is rejected.
-    The defended model (:class:`Detected`) has one output more than the classifier: index N,
-    "rejected".  A rejected adversarial counts as defended, a rejected clean input as an error.
+    the classifier and parts trained by the detector itself (``context.generator``,
+    ``context.cached``).  The defender sets the threshold before any attack: the ``1 - fpr``
+    quantile of the scores of the model entry's validation split (``train = { holdout = N }``:
+    the last N training samples, which neither the classifier nor the detector's own parts
+    trained on), so that at most a fraction ``fpr`` of them is rejected; it is cached with the
+    scorer's weights, and no attack changes it.  The defended model (:class:`Detected`) has
+    one output more than the classifier: index N, "rejected".  A rejected adversarial counts as
+    defended, a rejected clean input as an error.
     """
 
     kind: ClassVar[str] = "detector"
 
     fpr: float = attrs.field(default=0.01, validator=_probability, metadata={
-        "help": "false-positive rate on clean calibration inputs the threshold is set at"})
-    calibration: int = attrs.field(
-        default=1000, validator=[v.instance_of(int), v.ge(1)],
-        metadata={"help": "clean inputs (the last of the training split) the threshold is "
-                          "calibrated on"})
+        "help": "false-positive rate on the clean validation split the threshold is set at"})
 
     def scorer(self, classifier, context):
         """A module ``x -> scores (N,)``; higher means more likely adversarial."""
@@ -163,9 +177,16 @@ class Detector(Defense):
 
     def apply(self, module, context):
         scorer = self.scorer(module, context)
-        x, _ = context.dataset.load("train")
-        threshold = calibrate(scorer, x[-self.calibration:], self.fpr, context.device)
-        return Detected(module, scorer, threshold, context.dataset.info.num_classes)
+        threshold = context.threshold(self, scorer)
+        return Detected(module, scorer, threshold, context.dataset.info.num_classes,
+                        adaptive=context.adaptive)
+
+
+def calibration_size(fpr):
+    """The fewest clean samples a threshold at ``fpr`` can be read from: ``ceil(1 / fpr)``
+    (with fewer, even the largest score leaves more than ``fpr`` of them below it unrejected
+    by chance alone, and the requested rate cannot be told from zero)."""
+    return math.ceil(1 / fpr - 1e-9)
 
 
 def calibrate(scorer, x, fpr, device, batch_size=500):
@@ -183,14 +204,17 @@ class Detected(nn.Module):
 
     The last output (index N, :func:`~advx.kernel.model.reject_index`) wins exactly when the
     score ``s(x)`` exceeds the threshold ``t``, and it is differentiable in both the classifier
-    and the score, so an attack can be made to avoid it (Carlini & Wagner, 2017).  Behind a
-    detector already, the classifier's own reject output is kept and takes the larger of the
+    and the score, so an attack can be made to avoid it (Carlini & Wagner, 2017): an untargeted
+    gradient attack folds it into the true class (:func:`advx.fold_rejection`).  Not
+    ``adaptive``: gradients do not flow through the score (the attacker ignores the detector
+    and only reads its decisions), the naive evaluation shown beside the adaptive one.  Behind
+    a detector already, the classifier's own reject output is kept and takes the larger of the
     two rejections: detectors stack.
     """
 
-    def __init__(self, classifier, scorer, threshold, num_classes):
+    def __init__(self, classifier, scorer, threshold, num_classes, adaptive=True):
         super().__init__()
-        self.classifier, self.scorer = classifier, scorer
+        self.classifier, self.scorer, self.adaptive = classifier, scorer, adaptive
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         inner = reject_index(classifier)
         self.inner_reject = inner
@@ -199,6 +223,8 @@ class Detected(nn.Module):
     def forward(self, x):
         logits = self.classifier(x)
         score = self.scorer(x).to(logits.dtype)
+        if not self.adaptive:
+            score = score.detach()
         reject = logits.amax(1) + score - self.threshold.to(logits.dtype)
         if self.inner_reject is None:
             return torch.cat([logits, reject.unsqueeze(1)], 1)
@@ -254,5 +280,5 @@ def with_preset(cls, params):
     presets = getattr(cls, "presets", {})
     if name not in presets:
         allowed = ", ".join(sorted(presets)) or "none"
-        raise KeyError(f"defense {cls.name!r} has no preset {name!r}; presets: {allowed}")
+        raise KeyError(f"{cls.name!r} has no preset {name!r}; presets: {allowed}")
     return {**presets[name], **params}

@@ -1,5 +1,7 @@
 """The model interface that model plugins implement: a named builder plus a training recipe."""
 
+import contextlib
+import contextvars
 from typing import ClassVar
 
 import attrs
@@ -42,6 +44,43 @@ def carry_reject_index(outer, inner):
     if reject_index(outer) is None and reject_index(inner) is not None:
         setattr(outer, REJECT_ATTRIBUTE, reject_index(inner))
     return outer
+
+
+_ATTACKED_REJECT = contextvars.ContextVar("advx_attacked_reject_index", default=None)
+
+
+@contextlib.contextmanager
+def attacking(module):
+    """While the block runs, :func:`fold_rejection` folds ``module``'s reject output (the
+    core enters it around every :meth:`advx.Attack.run`)."""
+    token = _ATTACKED_REJECT.set(reject_index(module))
+    try:
+        yield
+    finally:
+        _ATTACKED_REJECT.reset(token)
+
+
+def fold_rejection(logits, labels, targeted=False):
+    """The logits an untargeted attack should score on a model behind a detector.
+
+    Against a detector, rejection is no success: the attacker needs a class other than both
+    the label and "rejected".  So the reject output of the model under attack (see
+    :func:`attacking`) is folded into the label's: ``z_y := max(z_y, z_reject)``, and the
+    reject column leaves, which makes every loss written for N classes (cross-entropy, logit
+    margin, DLR) and every success check adaptive to the detector (the N+1-class view of
+    Carlini & Wagner, 2017).  Targeted, or on a model without a detector, ``logits`` are
+    returned as they are (a target is reached only when it beats the reject output too).
+    """
+    reject = _ATTACKED_REJECT.get()
+    if targeted or reject is None or logits.dim() != 2 or reject >= logits.shape[1]:
+        return logits
+    column = labels.unsqueeze(1)
+    held = torch.maximum(logits.gather(1, column), logits[:, reject:reject + 1])
+    folded = logits.scatter(1, column, held)
+    if reject == logits.shape[1] - 1:
+        return folded[:, :reject]
+    floor = folded.detach().amin(1, keepdim=True) - 1e4  # never the largest, still finite
+    return torch.cat([folded[:, :reject], floor, folded[:, reject + 1:]], 1)
 
 
 ROW_MULTIPLE = 16  # every pass is padded to a multiple of this many rows

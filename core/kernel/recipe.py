@@ -38,7 +38,9 @@ _NUMBER = v.and_(_not_bool, v.instance_of((int, float)))
 class TrainRecipe:
     """How to train a model: optimizer, learning rate, epochs, batch size and seed.
 
-    ``lr_schedule`` "cosine" anneals the learning rate from ``lr`` to 0 over all batches.  What
+    ``lr_schedule`` "cosine" anneals the learning rate from ``lr`` to 0 over all batches.
+    ``holdout`` keeps the last that many samples of the training split out of training: the
+    model entry's validation split, on which detectors calibrate their thresholds.  What
     each batch's loss is (the clean cross-entropy by default; adversarial training, say) is
     the business of the training defense, not of the recipe.
     """
@@ -51,6 +53,7 @@ class TrainRecipe:
     momentum: float = attrs.field(default=0.9, validator=_checked(_NUMBER, v.ge(0), v.lt(1)))
     seed: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
     lr_schedule: str = attrs.field(default="constant", validator=_checked(v.in_(LR_SCHEDULES)))
+    holdout: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
 
     @classmethod
     def from_dict(cls, d, base=None):
@@ -69,6 +72,14 @@ class TrainRecipe:
             raise ParameterError(f"train recipe has no field {', '.join(map(str, unknown))}; "
                                  f"allowed: {', '.join(allowed)}")
         return attrs.evolve(base, **d)
+
+    def identity(self):
+        """The fields as a dict, for cache keys: ``holdout`` only when set, so that weights
+        trained before the field existed keep their keys."""
+        fields = attrs.asdict(self)
+        if not fields["holdout"]:
+            del fields["holdout"]
+        return fields
 
     def overrides(self, base):
         """The fields (as a dict) in which this recipe differs from ``base``."""

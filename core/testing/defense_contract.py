@@ -38,10 +38,14 @@ class DefenseContract:
     def make_defense(self):
         return advx.get_defense(self.defense_name, **self.defense_params)
 
+    holdout: typing.ClassVar[int] = 40  # validation samples of the tiny training split
+
     def context(self, cache, adaptive=True):
-        """The build context a run gives the defense (a cache of its own under ``cache``)."""
-        builder = Builder(tiny_synthetic(), advx.get_registry(), "cpu", cache)
-        return builder.for_entry(adaptive)
+        """The build context a run gives the defense (a cache of its own under ``cache``),
+        with :attr:`holdout` validation samples."""
+        builder = Builder(tiny_synthetic(n_train=96 + self.holdout), advx.get_registry(), "cpu",
+                          cache)
+        return builder.for_entry(adaptive, self.holdout)
 
     def defended(self, cache, adaptive=True):
         """The defense applied to a seeded conv network (trained weights aside)."""
@@ -123,9 +127,9 @@ class DefenseContract:
         if not isinstance(defense, advx.Detector):
             pytest.skip("not a detector")
         module = self.defended(tmp_path)
-        x, _ = tiny_synthetic().load("train")
+        x, _ = self.context(tmp_path).validation()
         with torch.no_grad():
-            rejected = module(x[-defense.calibration:]).argmax(1) == advx.reject_index(module)
+            rejected = module(x).argmax(1) == advx.reject_index(module)
         assert float(rejected.float().mean()) <= defense.fpr + 1e-9
 
     def test_a_training_defense_trains_deterministically(self, tmp_path):

@@ -9,10 +9,13 @@ cache for modules a defense trains itself (:meth:`Builder.cached`).
 import attrs
 import torch
 
+from ..kernel.defense import calibrate, calibration_size
+from ..kernel.errors import ParameterError
+from ..kernel.params import plugin_identity
 from ..kernel.progress import no_progress
 from ..store.paths import cache_root, models_dir
-from ..store.weights import load_weights, save_weights
-from .loop import resolve_device, seeded, train_model
+from ..store.weights import load_weights, save_weights, weights_digest
+from .loop import resolve_device, seeded, train_model, validation_split
 from .zoo import weights_key
 
 
@@ -28,13 +31,53 @@ class Builder:
     progress_factory: object = no_progress
     adaptive: bool = True
     label: str | None = None  # names the model in progress displays of fit()
+    holdout: int = 0  # the model entry's validation samples (the end of the training split)
+    classifier: object = None  # the entry's trained classifier, before its defenses
 
     def create(self, kind, name, **params):
         return self.registry.create(kind, name, **params)
 
     def fit(self, module, recipe, *, loss=None, label=None):
+        recipe = attrs.evolve(recipe, holdout=max(recipe.holdout, self.holdout))
         return train_model(module, self.dataset, recipe, device=self.device,
                            progress=self.progress_factory, label=label or self.label, loss=loss)
+
+    def validation(self):
+        return validation_split(self.dataset, self.holdout)
+
+    def threshold(self, detector, scorer):
+        x, _ = self.validation()
+        needed = calibration_size(detector.fpr)
+        if len(x) < needed:
+            raise ParameterError(
+                f"detector {detector.name!r}: a threshold at fpr = {detector.fpr:g} needs at "
+                f"least {needed} held-out clean samples, and the model entry holds out "
+                f"{len(x)}; set train = {{ holdout = {max(needed, 1000)} }} on the model (the "
+                "last samples of the training split, which no part of the model trains on)")
+        identity = {"threshold_of": plugin_identity(detector), "scorer": weights_digest(scorer),
+                    "holdout": self.holdout}
+
+        def train(holder):
+            holder.threshold.fill_(calibrate(scorer, x, detector.fpr, self.device))
+
+        return float(self.cached(identity, _Threshold, train).threshold)
+
+    def generator(self, plugin, classifier=None):
+        identity = {"generator": plugin_identity(plugin), "recipe": plugin.recipe().identity(),
+                    "holdout": self.holdout}
+        if plugin.uses_classifier:
+            identity["classifier"] = weights_digest(classifier)
+        else:
+            classifier = None
+
+        def train(module):
+            def loss(m, x, y, position):
+                return plugin.loss(m, x, y, classifier)
+            return self.fit(module, plugin.recipe(), loss=loss, label=plugin.name)
+
+        seed = plugin.recipe().seed
+        return self.cached({**identity, "seed": seed}, lambda: plugin.build(self.dataset.info),
+                           train)
 
     def progress(self, description, total):
         return self.progress_factory(description, total)
@@ -55,6 +98,15 @@ class Builder:
         """The same builder naming the model ``label`` in progress displays."""
         return attrs.evolve(self, label=label)
 
-    def for_entry(self, adaptive):
-        """The builder a model entry's defenses get (its ``adaptive`` setting)."""
-        return attrs.evolve(self, adaptive=adaptive)
+    def for_entry(self, adaptive, holdout=0, classifier=None):
+        """The builder a model entry's defenses get: its ``adaptive`` setting, the size of its
+        validation split and its trained classifier."""
+        return attrs.evolve(self, adaptive=adaptive, holdout=holdout, classifier=classifier)
+
+
+class _Threshold(torch.nn.Module):
+    """A detector's calibrated threshold, as a module so that the weights cache holds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(float("nan"), dtype=torch.float64))

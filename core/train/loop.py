@@ -61,7 +61,7 @@ def train_model(module, dataset, recipe, *, device="cpu", progress=no_progress, 
     """
     label = label or _label(module, dataset)
     device = resolve_device(device)
-    x, y = dataset.load("train")
+    x, y = training_split(dataset, recipe.holdout)
     module.to(device).train()
     optimizer = make_optimizer(module, recipe)
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * -(-len(x) // recipe.batch_size))
@@ -79,6 +79,27 @@ def train_model(module, dataset, recipe, *, device="cpu", progress=no_progress, 
                     scheduler.step()
                     advance(status=f"loss {loss.item():.4f}" if show else None)
     return module.eval()
+
+
+def training_split(dataset, holdout):
+    """``dataset``'s training split without its last ``holdout`` samples (the validation
+    split, see :func:`validation_split`)."""
+    x, y = dataset.load("train")
+    _check_holdout(len(x), holdout)
+    return x[:len(x) - holdout], y[:len(y) - holdout]
+
+
+def validation_split(dataset, holdout):
+    """The last ``holdout`` samples of ``dataset``'s training split (empty for 0)."""
+    x, y = dataset.load("train")
+    _check_holdout(len(x), holdout)
+    return x[len(x) - holdout:], y[len(y) - holdout:]
+
+
+def _check_holdout(size, holdout):
+    if holdout >= size:
+        raise UsageError(f"train recipe: holdout = {holdout} leaves nothing to train on: the "
+                         f"training split has {size} samples; allowed: 0 to {size - 1}")
 
 
 def _label(module, dataset):

@@ -13,7 +13,7 @@ from ..kernel.defense import TrainingDefense
 from ..kernel.model import InvariantBatches, carry_reject_index
 from ..kernel.params import plugin_identity
 from ..store.weights import weights_digest
-from .zoo import load_model
+from .zoo import load_model, resolve_recipe
 
 
 @attrs.frozen(eq=False)
@@ -40,7 +40,8 @@ def build(model_spec, builder):
     classifier = load_model(model_spec.plugin, builder, recipe=model_spec.recipe,
                             checkpoint=model_spec.checkpoint, training=model_spec.training)
     source = classifier.advx_metadata.get("source", "unknown")
-    context = builder.for_entry(model_spec.adaptive)
+    recipe = resolve_recipe(model_spec.plugin, model_spec.recipe)
+    context = builder.for_entry(model_spec.adaptive, recipe.holdout, classifier)
     module = classifier
     for defense in reversed(model_spec.wrappers):  # the first listed sees the raw input
         module = carry_reject_index(defense.apply(module, context), module)

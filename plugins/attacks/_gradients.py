@@ -7,6 +7,7 @@ sample's gradient does not depend on the rest of the batch.
 """
 
 import torch
+from advx import fold_rejection
 from torch.nn import functional as F
 
 GRADIENT_NORMS = frozenset({"linf", "l2"})
@@ -45,14 +46,17 @@ def gradient_by_chunks(inputs, value_and_extras, backward=True):
 
 
 def objective(logits, labels, targeted):
-    """Per-sample value the attack maximises: CE(labels), or -CE(targets) when targeted."""
-    loss = F.cross_entropy(logits, labels, reduction="none")
+    """Per-sample value the attack maximises: CE(labels), or -CE(targets) when targeted
+    (behind a detector, untargeted, on the logits with the rejection folded into the label:
+    :func:`advx.fold_rejection`)."""
+    loss = F.cross_entropy(fold_rejection(logits, labels, targeted), labels, reduction="none")
     return -loss if targeted else loss
 
 
 def fooled(logits, labels, targeted):
-    """Per-sample success: predicted as the target (targeted) or not as the label."""
-    pred = logits.argmax(1)
+    """Per-sample success: predicted as the target (targeted) or not as the label (nor
+    rejected by a detector)."""
+    pred = fold_rejection(logits, labels, targeted).argmax(1)
     return pred == labels if targeted else pred != labels
 
 

@@ -6,6 +6,7 @@ already computed.
 """
 
 import advx
+from advx import fold_rejection
 
 
 def label_logit(logits, labels):
@@ -19,7 +20,9 @@ def best_other_logit(logits, labels):
 
 
 def best_other_class(logits, labels):
-    """``argmax_{j != label} z_j`` per sample: the runner-up class when ``label`` leads."""
+    """``argmax_{j != label} z_j`` per sample: the runner-up class when ``label`` leads
+    (never a detector's reject output)."""
+    logits = fold_rejection(logits, labels)
     return logits.scatter(1, labels.unsqueeze(1), float("-inf")).argmax(1)
 
 
@@ -28,7 +31,10 @@ def margin(logits, labels, targeted):
 
     Untargeted ``z_y - max_{j != y} z_j``; targeted ``max_{j != t} z_j - z_t``.  It is
     negative exactly when the model misclassifies the sample (predicts the target), up to ties.
+    Behind a detector the untargeted margin counts rejection as the label
+    (:func:`advx.fold_rejection`).
     """
+    logits = fold_rejection(logits, labels, targeted)
     gap = label_logit(logits, labels) - best_other_logit(logits, labels)
     return -gap if targeted else gap
 
@@ -45,8 +51,9 @@ def dlr(logits, y):
 
     ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` with ``z_pi1 >= z_pi2 >= ...`` the
     sorted logits: the margin of the true class, made invariant to shifting and rescaling the
-    logits.  Needs at least 3 classes.
+    logits.  Needs at least 3 classes.  Behind a detector rejection counts as the label.
     """
+    logits = fold_rejection(logits, y)
     top = logits.topk(3, dim=1).values
     gap = label_logit(logits, y) - best_other_logit(logits, y)
     return -gap / (top[:, 0] - top[:, 2] + 1e-12)

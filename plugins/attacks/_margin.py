@@ -9,6 +9,7 @@ the confidence ``kappa`` and no further.
 """
 
 import attrs
+from advx import fold_rejection
 
 from . import _losses
 from ._gradients import gradient_by_chunks
@@ -26,7 +27,7 @@ def reached(logits, labels, targeted, kappa):
     The prediction (argmax) is checked as well, so that a tie on the boundary never counts
     as a success the core would not count.
     """
-    pred = logits.argmax(1)
+    pred = fold_rejection(logits, labels, targeted).argmax(1)
     adversarial = pred == labels if targeted else pred != labels
     return adversarial & (margin(logits, labels, targeted) >= kappa)
 

@@ -12,6 +12,7 @@ read gradients.
 
 import attrs
 import torch
+from advx import fold_rejection
 from torch.nn import functional as F
 
 from ._gradients import fooled, per_sample
@@ -59,8 +60,10 @@ def adversarial(model, x, labels, targeted):
     return fooled(logits_of(model, x), labels, targeted)
 
 
-def label_probability(logits, labels):
-    """The softmax probability of ``labels`` (one per row) under ``logits``."""
+def label_probability(logits, labels, targeted=False):
+    """The softmax probability of ``labels`` (one per row) under ``logits`` (untargeted,
+    behind a detector, with the rejection folded into the label: :func:`advx.fold_rejection`)."""
+    logits = fold_rejection(logits, labels, targeted)
     return F.softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
 
 

@@ -5,6 +5,7 @@ deep neural networks"), batched: the candidate gradients of a step share one for
 import advx
 import attrs
 import torch
+from advx import fold_rejection
 
 from ._gradients import chunk_size, per_sample
 
@@ -76,6 +77,7 @@ class DeepFool(advx.MinimizationAttack):
         x_adv, total and queries in place (``others`` is filled in on the first step)."""
         last = step == self.steps
         leaf, logits = _forward(model, x_adv[part], grad=not last)
+        logits = fold_rejection(logits, y[part])  # a detector's rejection is no boundary
         queries[part] += 1
         if step == 0:
             others = _other_classes_into(others, part, logits, y, self.candidates)
@@ -88,6 +90,7 @@ class DeepFool(advx.MinimizationAttack):
             # to backpropagate all K gradients through them.
             part = part[keep]
             leaf, logits = _forward(model, x_adv[part], grad=True)
+            logits = fold_rejection(logits, y[part])
             queries[part] += 1
             keep = torch.arange(len(part), device=x.device)
         r = _step(threat.norm, *_differences_and_gradients(leaf, logits, y[part], others[part]))

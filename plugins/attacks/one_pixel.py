@@ -106,7 +106,7 @@ class _Scorer:
             images = _apply(self.images, flat[rows].unsqueeze(1), owner[rows])
             logits = logits_of(self.model, images.view(-1, *self.shape))
             labels = self.labels[owner[rows]]
-            probability = label_probability(logits, labels)
+            probability = label_probability(logits, labels, self.targeted)
             is_hit = fooled(logits, labels, self.targeted)
             fitness.append((-probability if self.targeted else probability) - 2 * is_hit)
             hit.append(is_hit)

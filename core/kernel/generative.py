@@ -1,0 +1,48 @@
+"""The generative-model interface: autoencoders and VAEs that defenses purify or detect with.
+
+A generator plugin names an architecture and how it is trained, as a model plugin does for a
+classifier.  Defenses build theirs through the build context
+(:meth:`advx.BuildContext.generator`), which trains it once on the training split (minus the
+model entry's held-out validation samples) and caches the weights by the generator's name,
+parameters (preset applied), recipe, the dataset, and, when the training loss reads the
+classifier (PuVAE's), the classifier's weights digest.
+
+The module a generator builds maps a batch to its reconstruction in the input bounds:
+``module.reconstruct(x)``, or ``module.reconstruct(x, y)`` with int64 labels for a
+class-conditional one (:attr:`GenerativeModel.conditional`).  At evaluation a reconstruction
+is deterministic (a VAE decodes its latent mean) and differentiable in ``x``.
+"""
+
+from typing import ClassVar
+
+import attrs
+
+from .recipe import TrainRecipe
+
+
+@attrs.frozen(kw_only=True)
+class GenerativeModel:
+    """Base class of generator plugins (``@attrs.frozen(kw_only=True)``, fields = parameters).
+
+    ``presets`` maps a preset name to parameter values, as for defenses (``preset = "cpu"``).
+    ``uses_classifier``: the training loss reads the frozen classifier (its digest then joins
+    the weights' cache key).
+    """
+
+    name: ClassVar[str]
+    conditional: ClassVar[bool] = False
+    uses_classifier: ClassVar[bool] = False
+    presets: ClassVar[dict] = {}
+
+    def build(self, info):
+        """A freshly initialised module for a dataset described by ``info`` (DatasetInfo)."""
+        raise NotImplementedError
+
+    def recipe(self):
+        """The :class:`advx.TrainRecipe` it is trained by (epochs, batch size, ...)."""
+        return TrainRecipe()
+
+    def loss(self, module, x, y, classifier):
+        """The training loss of one batch (a scalar); ``classifier`` is the frozen classifier
+        when :attr:`uses_classifier`, else None."""
+        raise NotImplementedError

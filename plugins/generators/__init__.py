@@ -1,0 +1,3 @@
+"""advx's built-in generative models (filled in by the generators work)."""
+
+import advx  # noqa: F401

@@ -157,8 +157,8 @@ class Registry:
         """An instance of the class registered as ``name``, built from ``params``.
 
         A defense's or generator's ``preset`` parameter fills in the values of that preset
-        that ``params`` do not set (see :func:`advx.kernel.defense.with_preset`).  Parameters that hold a
-        plugin are built from their tables by this registry.
+        that ``params`` do not set (see :func:`advx.kernel.defense.with_preset`).  Parameters
+        that hold a plugin are built from their tables by this registry.
         """
         entry = self.get(kind, name)
         if entry.kind in ("defense", "generator"):

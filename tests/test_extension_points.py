@@ -271,3 +271,20 @@ def test_hook_advx_export_set(registry, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "exp" / "set.count.txt").read_text() == "3\n"
     assert "set.count.txt" in result.output and "set.png" in result.output
+
+
+def test_behind_a_detector_the_curve_walks_the_grid_and_the_report_shows_detection(
+        registry, tmp_path):
+    _, report = run(registry, tmp_path, protocol="curve")
+    methods = {(c["model"], c["attack"]): c["method"] for c in report["curves"]}
+    assert methods[("defended", "pgd")] == "eps walk"
+    assert methods[("plain", "pgd")] == "guided bisection"
+    _, robust = run(registry, tmp_path, out="robust")
+    (detection,) = robust["detection"]
+    assert detection["model"] == "defended" and detection["requested_fpr"] == [0.05]
+    assert 0 <= detection["clean_fpr"] <= 1
+    rows = [r for r in robust["results"] if r["model"] == "defended"]
+    assert rows and all(0 <= r["rejection_rate"] <= 1 for r in rows)
+    assert all("rejection_rate" not in r for r in robust["results"] if r["model"] == "plain")
+    assert {w["attack"] for w in robust["strongest_eps"]} == {"fgsm", "pgd"}
+    assert "## Detection" in (tmp_path / "robust" / "report.md").read_text()

@@ -206,8 +206,9 @@ class Detected(nn.Module):
     score ``s(x)`` exceeds the threshold ``t``, and it is differentiable in both the classifier
     and the score, so an attack can be made to avoid it (Carlini & Wagner, 2017): an untargeted
     gradient attack folds it into the true class (:func:`advx.fold_rejection`).  Not
-    ``adaptive``: gradients do not flow through the score (the attacker ignores the detector
-    and only reads its decisions), the naive evaluation shown beside the adaptive one.  Behind
+    ``adaptive``: the passes an attack takes gradients of see the classifier alone (a reject
+    output that never wins), so the attacker ignores the detector, while the core's verdict
+    on the returned examples sees it: the naive evaluation shown beside the adaptive one.  Behind
     a detector already, the classifier's own reject output is kept and takes the larger of the
     two rejections: detectors stack.
     """
@@ -222,10 +223,12 @@ class Detected(nn.Module):
 
     def forward(self, x):
         logits = self.classifier(x)
-        score = self.scorer(x).to(logits.dtype)
-        if not self.adaptive:
-            score = score.detach()
-        reject = logits.amax(1) + score - self.threshold.to(logits.dtype)
+        if not self.adaptive and torch.is_grad_enabled() and x.requires_grad:
+            # the naive attacker's view: the classifier alone, a reject output that never wins
+            reject = logits.detach().amin(1) - 1e4
+        else:
+            score = self.scorer(x).to(logits.dtype)
+            reject = logits.amax(1) + score - self.threshold.to(logits.dtype)
         if self.inner_reject is None:
             return torch.cat([logits, reject.unsqueeze(1)], 1)
         column = torch.maximum(logits[:, self.inner_reject], reject)

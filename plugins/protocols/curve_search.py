@@ -47,7 +47,7 @@ FLOOR = 1e-3  # prior mass at every index beyond the kernels: no threshold is ru
 
 
 def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_logits=None,
-                    guide=None, skip=None, rejected=None):
+                    guide=None, skip=None, rejected=None, walk=False):
     """Search ``attack``'s threshold per sample over ``threats`` (one per grid eps, sorted).
 
     Returns per sample the smallest misclassified example found (the clean input where none;
@@ -55,6 +55,8 @@ def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_
     success, distance, pred, queries = the number of probes, and threshold.  ``seeds`` holds
     one int64 per sample; with a :class:`Guide` the samples are guided, else bisected.  A
     prediction equal to ``rejected`` (a detector's reject output) does not count as fooled.
+    With ``walk`` every sample climbs the grid from its smallest eps until a probe fools it
+    (:func:`walk_up`): no monotonicity assumed.
     """
     if clean_logits is None:
         with torch.no_grad():
@@ -62,7 +64,9 @@ def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_
     search = _Search(attack, model, x, y, threats, targets, clean_logits.argmax(1), seeds,
                      rejected)
     members = search.correct if skip is None else search.correct & ~skip
-    if guide is None:
+    if walk:
+        search.rounds(members, walk_up)
+    elif guide is None:
         search.rounds(members, bisection)
     else:
         prior = guide.prior(log_margin(clean_logits, y)).to(x.device)
@@ -151,6 +155,18 @@ class _Search:
         best = dict(self.best)
         best["distance"] = torch.where(torch.isinf(best["distance"]), 0.0, best["distance"])
         return {**best, "queries": self.probes, "threshold": self.hi}
+
+
+def walk_up(lo, hi, probes=None):
+    """The next index above the largest one known robust: the walk probes every grid eps in
+    turn until one fools the sample.  Behind a detector, an attack at a larger eps is not
+    stronger (its perturbations are more often detected), so a sample fooled at a small eps
+    may be robust at a larger one, and bisection would miss it; the walk does not assume
+    monotonicity.  Its threshold is the first grid eps whose ball holds a fooling example
+    found by any probe so far: robust at ``e_j`` means no probe at any eps up to ``e_j``
+    fooled it, the attacker's worst case over the eps of the ball (every smaller ball lies
+    inside it).  It costs up to K probes per sample (K for every sample never fooled)."""
+    return lo + 1
 
 
 def bisection(lo, hi, probes=None):

@@ -21,6 +21,11 @@ found depends on the attack:
   Where the attack is not monotone (random starts, a weak attack at a larger eps) the search
   can miss a non-monotone sample, and the curve is that of the monotone envelope the probes
   saw.
+- Behind a detector, monotonicity fails: a larger eps is more often detected, so a sample
+  fooled at a small eps may be robust at a larger one.  There every sample *walks* up the grid
+  from the smallest eps until a probe fools it (:func:`.curve_search.walk_up`, method
+  "eps-walk"): robust at ``e_j`` means no probe at any eps up to ``e_j`` fooled it, the
+  attacker's worst case over the eps of the ball.  Up to K probes per sample.
 - A transfer attack replays its source set, which exists per eps: its robust accuracy is read
   at every grid eps (method "per eps").
 
@@ -47,6 +52,7 @@ from . import curve_search
 from .curve_search import allowances, certified, find_thresholds, fit_guide
 
 METHOD = "guided-bisection"
+WALK = "eps-walk"  # behind a detector: each sample climbs the grid (curve_search.walk_up)
 REVISION = 1  # bumped when the search changes its results (its constants join the identity)
 WORST_CASE = "worst case"  # the attack name of worst-case curves (as the pictures draw them)
 
@@ -82,8 +88,11 @@ class GuidedSweep(advx.SetMethod):
 
     def __init__(self, grid, rejected=None):
         self.grid, self.rejected = tuple(grid), rejected
+        self.walk = rejected is not None  # behind a detector: no monotonicity (walk_up)
 
     def identity(self):
+        if self.walk:
+            return {"name": WALK, "eps": list(self.grid), "revision": REVISION}
         return {"name": METHOD, "eps": list(self.grid), "revision": REVISION,
                 "search": {"pilot": curve_search.PILOT, "guided_probes": curve_search.
                            GUIDED_PROBES, "bandwidth": curve_search.BANDWIDTH,
@@ -93,7 +102,9 @@ class GuidedSweep(advx.SetMethod):
         return [job.threat.with_eps(e) for e in self.grid]
 
     def prepare(self, job):
-        """The pilot of the whole set, bisected, and the guide fitted on it."""
+        """The pilot of the whole set, bisected, and the guide fitted on it (none for a walk)."""
+        if self.walk:
+            return None
         return fit_guide(job.attack, job.model, job.x, job.y, self.threats(job),
                          seeds=job.seeds, targets=job.targets if job.threat.targeted else None,
                          clean_logits=job.clean_logits, device=job.device,
@@ -109,7 +120,7 @@ class GuidedSweep(advx.SetMethod):
         rows = find_thresholds(job.attack, job.model, x, y, self.threats(job), seeds=seeds,
                                targets=targets, guide=guide, skip=skip.to(job.device),
                                clean_logits=job.clean_logits[start:stop].to(job.device),
-                               rejected=self.rejected)
+                               rejected=self.rejected, walk=self.walk)
         if pilot is not None:  # the pilot's rows: as the pilot found them
             at = (pilot[inside] - start).to(job.device)
             for name, value in rows.items():
@@ -155,11 +166,12 @@ def sweep(context, model, attack_spec, grid):
     """The guided-bisection :class:`AttackCurve` of a fixed-eps attack: read, resumed or
     computed."""
     method = GuidedSweep(grid, advx.reject_index(context.module(model)))
+    name = "eps walk" if method.walk else "guided bisection"
     obtained = context.obtain(advx.SetRequest(model, attack_spec, None, method))
     arrays = {k: torch.from_numpy(v) for k, v in obtained.stored.arrays.items()}
     threshold = thresholds(context.clean_correct(model), fooled(context, model, arrays["pred"]),
                            arrays["distance"], allowances(grid, attack_spec.norm))
-    return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)), "guided bisection",
+    return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)), name,
                        probes=arrays["queries"], key=obtained.stored.key, origin=obtained.origin)
 
 

@@ -26,29 +26,36 @@ class RobustAccuracy(advx.Protocol):
         for model in context.models:
             correct = context.clean_correct(model)
             clean[model.id] = float(correct.float().mean())
+            rejected = advx.reject_index(context.module(model))
             survivors = {}  # (norm, eps) -> (robust mask, attack ids)
             for attack in context.attacks:
                 for eps in attack.eps:
                     outcome = context.outcome(model, attack, eps)
                     robust = context.robust_correct(model, outcome)
-                    results.append(result_row(model, attack, eps, outcome, robust))
+                    results.append(result_row(model, attack, eps, outcome, robust, rejected))
                     mask, ids = survivors.get((attack.norm, eps), (correct, []))
                     survivors[(attack.norm, eps)] = (mask & robust, ids + [attack.id])
             worst += [{"model": model.id, "norm": norm, "eps": eps,
                        "robust_accuracy": float(mask.float().mean()), "attacks": ids}
                       for (norm, eps), (mask, ids) in survivors.items()]
+        detection = detection_rows(context)
         return {"clean_accuracy": clean, "results": results, "worst_case": worst,
-                "sanity": sanity_flags(context, results)}
+                **({"detection": detection, "strongest_eps": strongest_eps(results)}
+                   if detection else {}),
+                "sanity": sanity_flags(context, results, detection)}
 
     def sections(self, report):
         return robust_sections(report)
 
 
-def result_row(model, attack, eps, outcome, robust):
-    """The report row of one attack entry at one eps on one model."""
+def result_row(model, attack, eps, outcome, robust, rejected=None):
+    """The report row of one attack entry at one eps on one model; behind a detector
+    (``rejected``: its reject output) with the fraction of adversarials it rejected."""
     succeeded = outcome.success & outcome.eligible
     distances = outcome.distance[succeeded]
-    return {
+    extra = {} if rejected is None else {
+        "rejection_rate": float((outcome.pred == rejected).float().mean())}
+    return {**extra,
         "model": model.id,
         "attack": attack.id,
         "attack_plugin": attack.name,
@@ -64,6 +71,44 @@ def result_row(model, attack, eps, outcome, robust):
         "set_key": outcome.key,
         "cache": outcome.origin,
     }
+
+
+def detection_rows(context):
+    """Per model behind a detector: the requested false-positive rates and the clean one
+    measured on the test samples (a rejected clean input, counted as an error by clean
+    accuracy)."""
+    rows = []
+    for model in context.models:
+        rejected = advx.reject_index(context.module(model))
+        if rejected is None:
+            continue
+        pred = context.clean_logits(model).argmax(1)
+        flagged = pred == rejected
+        rows.append({"model": model.id, "requested_fpr": [
+            d.fpr for d in model.defenses if isinstance(d, advx.Detector)],
+            "clean_fpr": float(flagged.float().mean()), "n": len(pred),
+            "clean_accuracy": float((pred == context.y).float().mean())})
+    return rows
+
+
+def strongest_eps(results):
+    """Per model behind a detector and attack: the eps at which robust accuracy is lowest
+    (often below the largest: larger perturbations are detected more often) and that
+    accuracy, beside the one at the largest eps."""
+    series = {}
+    for row in results:
+        if "rejection_rate" in row and row["eps"] is not None:
+            series.setdefault((row["model"], row["attack"]), []).append(row)
+    out = []
+    for (model, attack), rows in series.items():
+        weakest = min(rows, key=lambda r: (r["robust_accuracy"], r["eps"]))
+        largest = max(rows, key=lambda r: r["eps"])
+        out.append({"model": model, "attack": attack, "eps": weakest["eps"],
+                    "robust_accuracy": weakest["robust_accuracy"],
+                    "largest_eps": largest["eps"],
+                    "robust_at_largest_eps": largest["robust_accuracy"],
+                    "eps_tried": len(rows)})
+    return out
 
 
 @attrs.frozen(kw_only=True)

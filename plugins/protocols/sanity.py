@@ -13,6 +13,8 @@ import attrs
 
 TOLERANCE = 0.01  # robust accuracies closer than 1 point count as equal
 FEW_POINTS = 0.03  # "more than a few points" for the steps/restarts check
+FAR_BELOW = 0.10  # adaptive vs non-adaptive gap that flags a detector
+NAIVE_SUFFIX = " (non-adaptive)"  # the id of a model entry's non-adaptive twin
 BUDGET_KEYS = frozenset({"steps", "restarts", "step_size", "random_start"})
 CHECKS = {
     "gradient-weaker-than-black-box":
@@ -23,6 +25,13 @@ CHECKS = {
     "unbounded-attack-short-of-zero":
         "an attack without an effective bound (no eps, or a ball holding the whole input box) "
         "leaves more than 1% of the samples robust",
+    "detector-adaptive-far-below":
+        "behind a detector, the adaptive attack leaves more than 10 points fewer samples "
+        "robust than the same attack ignoring the detector (the non-adaptive entry): the "
+        "detector's own number is not its robustness",
+    "clean-fpr-above-requested":
+        "a detector rejects more clean test inputs than its requested false-positive rate "
+        "allows (beyond three binomial standard errors)",
     "more-budget-much-stronger":
         "more steps or restarts of the same attack lower robust accuracy by more than 3 points "
         "(the smaller budget had not converged)",
@@ -43,8 +52,9 @@ class _Row:
         return self.result["attack"]
 
 
-def sanity_flags(context, results):
-    """The flags raised by :data:`CHECKS` over ``results`` (robust-accuracy result rows)."""
+def sanity_flags(context, results, detection=()):
+    """The flags raised by :data:`CHECKS` over ``results`` (robust-accuracy result rows) and
+    ``detection`` (the detection rows of models behind a detector)."""
     attacks = {a.id: a.attack for a in context.attacks}
     rows = [_Row(r, attacks[r["attack"]]) for r in results if not r["targeted"]]
     groups = {}
@@ -60,6 +70,35 @@ def sanity_flags(context, results):
         if eps is None or eps >= box[norm]:
             flags += [{**where, **f} for f in _unbounded(group)]
     flags += _rising_with_eps(rows)
+    return flags + _adaptive_far_below(rows) + _fpr_above_requested(detection)
+
+
+def _adaptive_far_below(rows):
+    by_key = {(r.result["model"], r.id, r.result["eps"]): r for r in rows
+              if "rejection_rate" in r.result}
+    flags = []
+    for (model, attack, eps), naive in by_key.items():
+        if not model.endswith(NAIVE_SUFFIX):
+            continue
+        adaptive = by_key.get((model[:-len(NAIVE_SUFFIX)], attack, eps))
+        if adaptive is not None and naive.robust - adaptive.robust > FAR_BELOW:
+            flags.append({"model": adaptive.result["model"], "norm": naive.result["norm"],
+                          "eps": eps, **_flag("detector-adaptive-far-below", [attack],
+                                              f"{attack}: {adaptive.robust:.1%} robust "
+                                              f"adaptive, {naive.robust:.1%} non-adaptive")})
+    return flags
+
+
+def _fpr_above_requested(detection):
+    flags = []
+    for row in detection:
+        allowed = max(row["requested_fpr"], default=0.0)
+        error = math.sqrt(max(allowed * (1 - allowed), 1e-12) / max(row["n"], 1))
+        if row["clean_fpr"] > allowed + 3 * error + 1 / max(row["n"], 1):
+            flags.append({"model": row["model"], "norm": None, "eps": None,
+                          **_flag("clean-fpr-above-requested", [],
+                                  f"{row['clean_fpr']:.2%} of {row['n']} clean test inputs "
+                                  f"rejected, {allowed:.2%} requested")})
     return flags
 
 

@@ -29,7 +29,8 @@ def robust_sections(report):
     blocks = [_results(report.get("results", []))]
     if report.get("worst_case"):  # the curve protocol has its worst cases in its curves
         blocks.append(_worst_case(report["worst_case"]))
-    blocks += [b for b in (_minimal(report.get("minimal_perturbation")),
+    blocks += [b for b in (_detection(report),
+                           _minimal(report.get("minimal_perturbation")),
                            _sanity(report.get("sanity"))) if b]
     blocks.append(FOOTNOTE)
     if report.get("curves"):
@@ -95,6 +96,36 @@ def _worst_case(rows):
     return "\n".join(lines)
 
 
+def _detection(report):
+    """Behind a detector: the clean false-positive rate, rejection per attack and eps, and the
+    strongest eps (the number to read beside the one at the largest eps)."""
+    rows = report.get("detection")
+    if not rows:
+        return ""
+    lines = ["## Detection", "",
+             "| model | requested FPR | clean FPR (test) | clean accuracy with rejection |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {', '.join(pct(f) for f in r['requested_fpr'])} "
+              f"| {pct(r['clean_fpr'])} of {r['n']} | {pct(r['clean_accuracy'])} |"
+              for r in rows]
+    lines += ["", "| model | attack | threat | robust accuracy | rejected |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['attack']} | {r['norm']} {_eps(r['eps'])} "
+              f"| {pct(r['robust_accuracy'])} | {pct(r['rejection_rate'])} |"
+              for r in report.get("results", []) if "rejection_rate" in r]
+    strongest = report.get("strongest_eps") or []
+    if strongest:
+        lines += ["", "| model | attack | strongest eps | robust accuracy there "
+                  "| at the largest eps |", "|---|---|---|---|---|"]
+        lines += [f"| {w['model']} | {w['attack']} | {w['eps']:g} | {pct(w['robust_accuracy'])} "
+                  f"| {pct(w['robust_at_largest_eps'])} at {w['largest_eps']:g} |"
+                  for w in strongest]
+    lines += ["", "A rejected adversarial counts as defended, a rejected clean input as an "
+              "error. Behind a detector a larger eps is not always stronger: the strongest eps "
+              "of the grid is the number to read."]
+    return "\n".join(lines)
+
+
 def _minimal(entries):
     if not entries:
         return ""
@@ -122,8 +153,9 @@ def _sanity(flags):
             "robust accuracy never rising with eps, unbounded attacks at ~0%, no large gain "
             "from more steps or restarts (among the attacks this run has)."])
     lines += ["| check | model | threat | finding |", "|---|---|---|---|"]
-    lines += [f"| {f['check']} | {f['model']} | {f['norm']} {_eps(f['eps'])} | {f['detail']} |"
-              for f in flags]
+    lines += [f"| {f['check']} | {f['model']} | "
+              f"{'-' if f['norm'] is None else f['norm'] + ' ' + _eps(f['eps'])} | "
+              f"{f['detail']} |" for f in flags]
     return "\n".join(lines + ["", "A flag is a symptom of gradient masking (or of a weak "
                               "attack): check it with a stronger or adaptive attack before "
                               "trusting the numbers above."])

@@ -39,7 +39,7 @@ def test_fold_rejection_counts_rejection_as_the_label_only_while_attacking():
     logits = torch.tensor([[1.0, 3.0, 0.0, 5.0], [4.0, 0.0, 1.0, 2.0]])
     labels = torch.tensor([0, 0])
     module = nn.Identity()
-    setattr(module, "advx_reject_index", 3)
+    module.advx_reject_index = 3
     assert advx.fold_rejection(logits, labels) is logits  # no attack running: unchanged
     with attacking(module):
         folded = advx.fold_rejection(logits, labels)

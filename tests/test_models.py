@@ -219,7 +219,8 @@ class TestModelKey:
                    key(training=advx.get_defense("adversarial-training")),
                    key(training=advx.get_defense("adversarial-training", eps=0.2))]
         other = {"optimizer": "sgd", "lr": 0.5, "epochs": 9, "batch_size": 7,
-                 "weight_decay": 0.1, "momentum": 0.5, "seed": 11, "lr_schedule": "cosine"}
+                 "weight_decay": 0.1, "momentum": 0.5, "seed": 11, "lr_schedule": "cosine",
+                 "holdout": 100}
         assert set(other) == {f.name for f in attrs.fields(TrainRecipe)}
         changed += [key(recipe=attrs.evolve(TrainRecipe(), **{k: v})) for k, v in other.items()]
         assert len({key(), *changed}) == len(changed) + 1

@@ -29,6 +29,9 @@ class FakeSession:
     def clean_correct(self, model):
         return self._clean[model.id]
 
+    def module(self, model):
+        return torch.nn.Identity()  # no detector: no reject index
+
     def outcome(self, model, attack, eps):
         pred = self._preds[(model.id, attack.id, eps)]
         eligible = self.clean_correct(model)

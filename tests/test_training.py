@@ -50,7 +50,8 @@ class TestTrainRecipe:
     def test_defaults(self):
         assert attrs.asdict(TrainRecipe()) == {
             "optimizer": "adam", "lr": 1e-3, "epochs": 5, "batch_size": 128,
-            "weight_decay": 0.0, "momentum": 0.9, "seed": 0, "lr_schedule": "constant"}
+            "weight_decay": 0.0, "momentum": 0.9, "seed": 0, "lr_schedule": "constant",
+            "holdout": 0}
 
     @pytest.mark.parametrize("field, value", [
         ("optimizer", "rmsprop"), ("lr", 0), ("lr", -1e-3), ("lr", "fast"), ("epochs", 0),

@@ -3,18 +3,22 @@
 A spec's optional ``[pictures]`` table::
 
     [pictures]
-    kinds = ["curves", "grid", "representation", "activations"]   # the default: all four
+    kinds = ["curves", "grid"]   # the default: every kind (KINDS)
     samples = 10          # the first N samples the attack was scored on (or: indices = [...],
                           # positions among the run's evaluated samples)
     models = ["blog-cnn"] # model ids (default: every model)
     attacks = ["jsma"]    # attack ids whose adversarials are drawn (default: every attack)
 
 The table is claimed by the built-in reports plugin (``advx_register_tables``).  Without it a
-run draws the curves only.  Curves come from the protocol's ``curves`` if it has them, else from
+run draws the curves (and, behind a detector, the detection curves) only.  Curves come from
+the protocol's ``curves`` if it has them, else from
 the robust-accuracy rows of attacks run at two or more eps (and the worst case).  The other
 pictures use each attack's largest eps (its adversarial set, from the cache): a grid of clean /
 perturbation / adversarial, the model's penultimate features in PCA and tSNE with the chosen
-samples and their adversarials joined by arrows, and the per-layer activation differences.  A
+samples and their adversarials joined by arrows, and the per-layer activation differences.
+Models with a detector or a purifier get the kinds of :mod:`.detection_run` too: "detection"
+(robust accuracy and rejection rate against eps), "scores" (clean and adversarial score
+distributions with the threshold) and "reconstructions" (every class's reconstruction).  A
 picture that cannot be drawn (matplotlib or scikit-learn missing) is listed with the reason instead.
 """
 
@@ -22,10 +26,12 @@ import advx
 import attrs
 import torch
 
+from . import detection_run, representation
 from . import pictures as draw
-from . import representation
 
-KINDS = ("curves", "grid", "representation", "activations")
+KINDS = ("curves", "grid", "representation", "activations", "detection", "scores",
+         "reconstructions")
+ADVERSARIAL_KINDS = {"grid", "representation", "activations"}  # drawn here, per attack
 FEATURE_SAMPLES = 1000  # clean test inputs in the representation pictures
 ACTIVATION_ROWS = 6
 
@@ -81,7 +87,7 @@ def _names(value, allowed, key):
 def render(context, measured, out_dir, spec):
     """Draw the pictures ``spec`` asks for (without a ``[pictures]`` table: the curves only)
     from the run ``context``; ``(pictures, skipped)`` for report.json."""
-    spec = spec or PicturesSpec(kinds=("curves",))
+    spec = spec or PicturesSpec(kinds=("curves", "detection"))
     done, skipped = [], []
 
     def attempt(kind, name, title, function, *args, **extra):
@@ -96,10 +102,13 @@ def render(context, measured, out_dir, spec):
     if "curves" in spec.kinds and (curves := curves_of(measured)):
         attempt("curves", "curves", "Robust accuracy against eps",
                 lambda path: draw.plot_curves(curves, path))
-    if not set(spec.kinds) & {"grid", "representation", "activations"}:
-        return done, skipped  # the curves only: no adversarial set is read (or computed)
-    for model in _chosen(context.models, spec.models):
-        for attack in _chosen(context.attacks, spec.attacks):
+    models = _chosen(context.models, spec.models)
+    attacks = _chosen(context.attacks, spec.attacks)
+    detection_run.render(context, measured, spec.kinds, models, attacks, attempt, _slug)
+    if not set(spec.kinds) & ADVERSARIAL_KINDS:
+        return done, skipped  # curves only: no adversarial set is read (or computed)
+    for model in models:
+        for attack in attacks:
             _adversarial_pictures(context, model, attack, spec, attempt)
     return done, skipped
 

@@ -280,6 +280,8 @@ eps = 0.3
     ('{ name = "puvae", generator = { name = "nope" } }', "not a registered generator"),
     ('{ name = "puvae", generator = { name = "magnet-dae" } }', "class-conditional"),
     ('{ name = "magnet-detector", p = 3 }', "'p' must be in (1, 2)"),
+    ('{ name = "magnet-detector", fpr = 1 }', "fpr must be a number in (0, 1)"),
+    ('{ name = "vae-kl-detector", fpr = 0.001 }', "needs at least 1000 held-out clean samples"),
 ])
 def test_bad_generative_defense_tables_exit_2(tmp_path, defense, message):
     spec = tmp_path / "spec.toml"
@@ -288,6 +290,7 @@ def test_bad_generative_defense_tables_exit_2(tmp_path, defense, message):
                                       "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert not list((tmp_path / "cache").glob("models/*.h5"))  # found before any training
 
 
 def test_a_spec_runs_puvae_behind_magnet_and_vae_kl_detectors(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import attrs
 
-from ..kernel.defense import TrainingDefense
+from ..kernel.defense import Detector, TrainingDefense, calibration_size
 from ..kernel.entries import ModelSpec
 from ..kernel.errors import UsageError
 from ..train.zoo import resolve_recipe
@@ -57,8 +57,24 @@ def parse_model(registry, table, ident, at, base_dir):
         raise at.at("train").error(str(exc)) from None
     checkpoint = _checkpoint(table.get("checkpoint"), at, base_dir)
     defenses = parse_defenses(registry, table.get("defenses"), at, checkpoint)
+    _check_holdout(defenses, recipe, at)
     model = ModelSpec(ident, plugin, recipe, checkpoint, defenses)
     return attrs.evolve(model, adaptive=_flag(table, "adaptive", model, at))
+
+
+def _check_holdout(defenses, recipe, at):
+    """A detector's threshold at ``fpr`` needs ``ceil(1 / fpr)`` held-out clean samples: said
+    before anything trains."""
+    for i, defense in enumerate(defenses):
+        if not isinstance(defense, Detector):
+            continue
+        needed = calibration_size(defense.fpr)
+        if recipe.holdout < needed:
+            raise at.at(f"defenses[{i}]").error(
+                f"{defense.name!r}: a threshold at fpr = {defense.fpr:g} needs at least "
+                f"{needed} held-out clean samples, and the model holds out {recipe.holdout}; "
+                f"set train = {{ holdout = {max(needed, 1000)} }} on the model (the last "
+                "samples of the training split, which no part of the model trains on)")
 
 
 def _checkpoint(checkpoint, at, base_dir):

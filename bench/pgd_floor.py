@@ -105,17 +105,22 @@ def time_floor(model, x, y, steps):
 
 
 def measure(args, model, batches):
-    """Per round, attack and floor seconds over all batches, timed pairwise per batch.
+    """Per round, attack and floor seconds over all batches, timed pairwise per batch."""
+    _, params, eps, steps = ATTACKS[args.attack]
+    attack = advx.get_attack(args.attack, **params)
+    threat = advx.ThreatModel(norm="linf", eps=eps)
+    return interleaved(attack, threat, steps, model, batches, args.rounds)
+
+
+def interleaved(attack, threat, steps, model, batches, rounds):
+    """:class:`Timings` of ``attack`` and its floor of ``steps`` passes of ``model``.
 
     Attack and floor alternate batch by batch (the order flips every pair), so slow phases of
     a shared machine hit both alike.
     """
-    _, params, eps, steps = ATTACKS[args.attack]
-    attack = advx.get_attack(args.attack, **params)
-    threat = advx.ThreatModel(norm="linf", eps=eps)
     time_floor(model, *batches[0], 2)  # warm-up: allocator and kernels
     timings = Timings(loads=[os.getloadavg()[0]])
-    for r in range(args.rounds):
+    for r in range(rounds):
         for i, (x, y) in enumerate(batches):
             first_attack = len(timings.pair_ratios) % 2 == 0
             if not first_attack:

@@ -5,11 +5,9 @@ Pure functions like those of :mod:`.pictures`: arrays in, one PNG written atomic
 out; :class:`~.pictures.PicturesUnavailable` without matplotlib.
 """
 
-import math
-
 import numpy as np
 
-from .pictures import MARKERS, _image, as_numpy, new_figure, save
+from .pictures import MARKERS, _image, as_numpy, new_figure, panel_grid, percent_axis, save
 
 MAX_RECONSTRUCTION_ROWS = 12
 
@@ -99,21 +97,11 @@ def plot_detection_curves(series, path, title=""):
     panels = {}
     for entry in series:
         panels.setdefault(entry["model"], []).append(entry)
-    columns = min(2, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    figure = new_figure(figsize=(5.4 * columns, 3.8 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, axes = panel_grid(len(panels), 2, (5.4, 3.8))
     for axis, (model, entries) in zip(axes, panels.items()):
         for index, entry in enumerate(entries):
             _draw_detection(axis, entry, MARKERS[index % len(MARKERS)], f"C{index % 10}")
-        axis.set_title(model, fontsize=10)
-        axis.set_xlabel("epsilon")
-        axis.set_ylabel("%")
-        axis.set_ylim(-3, 103)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=6)
-    for axis in axes[len(panels):]:
-        axis.set_visible(False)
+        percent_axis(axis, model, "%", legend_size=6)
     if title:
         figure.suptitle(title)
     return save(figure, path)

@@ -59,24 +59,36 @@ def plot_curves(curves, path, title=""):
     per-sample minimum over attacks) is drawn bold and dark.  Returns the written path.
     """
     panels = _panels(curves)
-    columns = min(3, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    figure = new_figure(figsize=(4.5 * columns, 3.4 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, axes = panel_grid(len(panels), 3, (4.5, 3.4))
     for axis, ((model, norm), entries) in zip(axes, panels.items()):
         for index, entry in enumerate(entries):
             _draw_curve(axis, entry, MARKERS[index % len(MARKERS)])
-        axis.set_title(f"{model} ({norm})", fontsize=10)
-        axis.set_xlabel("epsilon")
-        axis.set_ylabel("robust accuracy (%)")
-        axis.set_ylim(-3, 103)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    for axis in axes[len(panels):]:
-        axis.set_visible(False)
+        percent_axis(axis, f"{model} ({norm})", "robust accuracy (%)", legend_size=7)
     if title:
         figure.suptitle(title)
     return save(figure, path)
+
+
+def panel_grid(count, most_columns, size):
+    """A figure of ``count`` panels, at most ``most_columns`` a row, each ``size`` inches;
+    ``(figure, axes)`` with the unused axes hidden."""
+    columns = min(most_columns, count)
+    rows = math.ceil(count / columns)
+    figure = new_figure(figsize=(size[0] * columns, size[1] * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return figure, axes[:count]
+
+
+def percent_axis(axis, title, ylabel, legend_size):
+    """A panel of percentages against epsilon: title, labels, 0-100 range, grid, legend."""
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel("epsilon")
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(-3, 103)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=legend_size)
 
 
 def _panels(curves):

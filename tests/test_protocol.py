@@ -138,3 +138,19 @@ def test_minimal_perturbation_on_a_real_run(tmp_path):
     assert norms["l2"]["fooled"] > 0.9 and norms["l2"]["median"] > 0
     assert norms["linf"]["median"] is None or norms["linf"]["median"] <= 0.3 + 1e-6
     assert "Smallest adversarial per sample" in (tmp_path / "out" / "report.md").read_text()
+
+
+@given(st.data())
+def test_the_worst_case_over_both_views_never_exceeds_either_view(data):
+    from advx.plugins.protocols.robust import both_views
+
+    n = data.draw(st.integers(1, 30))
+    masks = st.lists(st.booleans(), min_size=n, max_size=n).map(torch.tensor)
+    views = {"p": {("linf", 0.3): (data.draw(masks), ["fgsm", "pgd"])},
+             "p (non-adaptive)": {("linf", 0.3): (data.draw(masks), ["fgsm", "pgd"])},
+             "q": {("linf", 0.3): (data.draw(masks), ["fgsm"])}}
+    (row,) = both_views(views)
+    assert row["model"] == "p (adaptive or not)" and (row["norm"], row["eps"]) == ("linf", 0.3)
+    for view in ("p", "p (non-adaptive)"):
+        assert row["robust_accuracy"] <= float(views[view][("linf", 0.3)][0].float().mean())
+    assert row["attacks"] == ["fgsm", "pgd", "fgsm (non-adaptive)", "pgd (non-adaptive)"]

@@ -109,3 +109,40 @@ batch_size = 64
     assert "gradient-weaker-than-black-box" in _checks(report["sanity"])
     assert "## Sanity checks (gradient masking)" in (out / "report.md").read_text()
     assert "gradient-weaker-than-black-box" in result.output
+
+
+def _detected(attack, robust, eps, model):
+    return {**_row(attack, robust, eps, model=model), "rejection_rate": 0.1}
+
+
+def test_a_detector_far_weaker_adaptively_is_flagged_and_a_close_one_is_not():
+    session = _session(("pgd", "pgd", {}, "linf"))
+    far = sanity_flags(session, [_detected("pgd", 0.10, 0.3, "d"),
+                                 _detected("pgd", 0.40, 0.3, "d (non-adaptive)")])
+    assert _checks(far) == ["detector-adaptive-far-below"]
+    assert far[0]["model"] == "d" and "10.0% robust adaptive, 40.0% non-adaptive" in far[0][
+        "detail"]
+    close = sanity_flags(session, [_detected("pgd", 0.35, 0.3, "d"),
+                                   _detected("pgd", 0.40, 0.3, "d (non-adaptive)")])
+    assert close == []
+
+
+def test_a_non_adaptive_attack_stronger_than_the_adaptive_one_is_flagged():
+    session = _session(("fgsm", "fgsm", {}, "linf"))
+    flags = sanity_flags(session, [_row("fgsm", 0.60, 0.3, model="p"),
+                                   _row("fgsm", 0.25, 0.3, model="p (non-adaptive)")])
+    assert _checks(flags) == ["non-adaptive-stronger"]
+    assert flags[0]["model"] == "p"
+    even = sanity_flags(session, [_row("fgsm", 0.27, 0.3, model="p"),
+                                  _row("fgsm", 0.25, 0.3, model="p (non-adaptive)")])
+    assert even == []
+
+
+@pytest.mark.parametrize("clean_fpr, n, flagged", [
+    (0.05, 1000, True), (0.012, 1000, False), (0.0, 20, False), (0.5, 20, True)])
+def test_a_clean_fpr_above_the_requested_one_beyond_sampling_error_is_flagged(clean_fpr, n,
+                                                                               flagged):
+    session = _session(("pgd", "pgd", {}, "linf"))
+    detection = [{"model": "d", "requested_fpr": [0.01], "clean_fpr": clean_fpr, "n": n}]
+    flags = sanity_flags(session, [], detection)
+    assert _checks(flags) == (["clean-fpr-above-requested"] if flagged else [])

@@ -29,6 +29,10 @@ CHECKS = {
         "behind a detector, the adaptive attack leaves more than 10 points fewer samples "
         "robust than the same attack ignoring the detector (the non-adaptive entry): the "
         "detector's own number is not its robustness",
+    "non-adaptive-stronger":
+        "the same attack ignoring a defense (the non-adaptive entry) leaves more than 3 points "
+        "fewer samples robust than the adaptive one: the adaptive gradient misses part of the "
+        "defense (a discrete choice, a masked gradient); read the worst case over both views",
     "clean-fpr-above-requested":
         "a detector rejects more clean test inputs than its requested false-positive rate "
         "allows (beyond three binomial standard errors)",
@@ -70,7 +74,8 @@ def sanity_flags(context, results, detection=()):
         if eps is None or eps >= box[norm]:
             flags += [{**where, **f} for f in _unbounded(group)]
     flags += _rising_with_eps(rows)
-    return flags + _adaptive_far_below(rows) + _fpr_above_requested(detection)
+    return (flags + _adaptive_far_below(rows) + _naive_stronger(rows)
+            + _fpr_above_requested(detection))
 
 
 def _adaptive_far_below(rows):
@@ -84,6 +89,21 @@ def _adaptive_far_below(rows):
         if adaptive is not None and naive.robust - adaptive.robust > FAR_BELOW:
             flags.append({"model": adaptive.result["model"], "norm": naive.result["norm"],
                           "eps": eps, **_flag("detector-adaptive-far-below", [attack],
+                                              f"{attack}: {adaptive.robust:.1%} robust "
+                                              f"adaptive, {naive.robust:.1%} non-adaptive")})
+    return flags
+
+
+def _naive_stronger(rows):
+    by_key = {(r.result["model"], r.id, r.result["eps"]): r for r in rows}
+    flags = []
+    for (model, attack, eps), naive in by_key.items():
+        if not model.endswith(NAIVE_SUFFIX):
+            continue
+        adaptive = by_key.get((model[:-len(NAIVE_SUFFIX)], attack, eps))
+        if adaptive is not None and adaptive.robust - naive.robust > FEW_POINTS:
+            flags.append({"model": adaptive.result["model"], "norm": naive.result["norm"],
+                          "eps": eps, **_flag("non-adaptive-stronger", [attack],
                                               f"{attack}: {adaptive.robust:.1%} robust "
                                               f"adaptive, {naive.robust:.1%} non-adaptive")})
     return flags

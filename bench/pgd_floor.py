@@ -76,22 +76,29 @@ class Timings:
     pair_ratios: list = attrs.Factory(list)
     robust: list = attrs.Factory(list)  # unfooled per round
     loads: list = attrs.Factory(list)
+    steps: int = 1  # the floor's passes
+    pass_ratios: list = attrs.Factory(list)  # per batch pair: per-pass cost over the floor's
 
-    def add(self, round_, attack, floor, unfooled):
+    def add(self, round_, attack, floor, unfooled, passes=None):
+        """One batch pair; ``passes``: the mean gradient passes per sample the attack ran
+        (fooled samples leave early), to compare the cost per pass with the floor's."""
         if len(self.attack_s) == round_:
             self.attack_s.append(0.0), self.floor_s.append(0.0), self.robust.append(0)
         self.attack_s[round_] += attack
         self.floor_s[round_] += floor
         self.robust[round_] += unfooled
         self.pair_ratios.append(attack / floor)
+        if passes is not None:
+            self.pass_ratios.append(attack / floor * self.steps / passes)
 
 
 def time_attack(attack, model, x, y, threat, seed):
-    """Seconds for the attack on one batch, and the number of samples left unfooled."""
+    """Seconds for the attack on one batch, the number of samples left unfooled, and the mean
+    queries (for gradient attacks: passes) per sample."""
     start = time.perf_counter()
     result = attack(model, x, y, threat, seed=seed)
     seconds = time.perf_counter() - start
-    return seconds, int((~result.success).sum())
+    return seconds, int((~result.success).sum()), float(result.queries.double().mean())
 
 
 def time_floor(model, x, y, steps):
@@ -119,16 +126,16 @@ def interleaved(attack, threat, steps, model, batches, rounds):
     a shared machine hit both alike.
     """
     time_floor(model, *batches[0], 2)  # warm-up: allocator and kernels
-    timings = Timings(loads=[os.getloadavg()[0]])
+    timings = Timings(loads=[os.getloadavg()[0]], steps=steps)
     for r in range(rounds):
         for i, (x, y) in enumerate(batches):
             first_attack = len(timings.pair_ratios) % 2 == 0
             if not first_attack:
                 floor = time_floor(model, x, y, steps)
-            seconds, unfooled = time_attack(attack, model, x, y, threat, seed=i)
+            seconds, unfooled, passes = time_attack(attack, model, x, y, threat, seed=i)
             if first_attack:
                 floor = time_floor(model, x, y, steps)
-            timings.add(r, seconds, floor, unfooled)
+            timings.add(r, seconds, floor, unfooled, passes)
         timings.loads.append(os.getloadavg()[0])
         print(f"round {r + 1}: attack {timings.attack_s[r]:.2f} s, "
               f"floor {timings.floor_s[r]:.2f} s, load {timings.loads[-1]:.1f}")

@@ -308,3 +308,41 @@ def test_a_spec_runs_puvae_behind_magnet_and_vae_kl_detectors(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {r["model"] for r in report["results"]} == {"blog-cnn", "blog-cnn (non-adaptive)"}
+
+
+def test_the_conv_vae_kl_term_warms_up_linearly_over_its_fraction_of_training():
+    from advx.plugins.generators._common import bernoulli_nll, gaussian_kl
+
+    plugin = _generator("conv-vae", kl_warmup=0.5)
+    torch.manual_seed(0)
+    module, x = plugin.build(_info()), _batch(8)
+    losses = {}
+    with torch.no_grad():
+        mean, log_var = module.encode(x)
+        kl = float(gaussian_kl(mean, log_var).mean())
+        for progress in (0.0, 0.25, 0.5, 0.9):
+            torch.manual_seed(1)  # the same reparameterisation noise each time
+            losses[progress] = float(plugin.loss(module, x, None, None, progress=progress))
+        torch.manual_seed(1)
+        z = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+        nll = float(bernoulli_nll(module, module.decode_logits(z), x).mean())
+    assert losses[0.0] == pytest.approx(nll, rel=1e-6)
+    assert losses[0.25] == pytest.approx(nll + 0.5 * kl, rel=1e-6)
+    assert losses[0.5] == pytest.approx(nll + kl, rel=1e-6) == losses[0.9]
+
+
+def test_generators_are_told_how_far_training_has_come(tmp_path):
+    seen = []
+
+    class Recording(type(_generator("magnet-dae"))):
+        def loss(self, module, x, y, classifier, progress=0.0):
+            seen.append(progress)
+            return super().loss(module, x, y, classifier, progress)
+
+    from advx.train.builder import Builder
+
+    dataset = tiny_synthetic()
+    plugin = Recording(epochs=2, batch_size=32)
+    Builder(dataset, advx.get_registry(), "cpu", tmp_path).generator(plugin)
+    assert seen[0] == 0.0 and seen == sorted(seen) and 0.5 <= seen[-1] < 1.0
+    assert len(seen) == 2 * -(-len(dataset.load("train")[1]) // 32)

@@ -42,7 +42,8 @@ class GenerativeModel:
         """The :class:`advx.TrainRecipe` it is trained by (epochs, batch size, ...)."""
         return TrainRecipe()
 
-    def loss(self, module, x, y, classifier):
+    def loss(self, module, x, y, classifier, progress=0.0):
         """The training loss of one batch (a scalar); ``classifier`` is the frozen classifier
-        when :attr:`uses_classifier`, else None."""
+        when :attr:`uses_classifier`, else None; ``progress`` the fraction of training done
+        before this batch, in [0, 1) (for schedules such as a KL warm-up)."""
         raise NotImplementedError

@@ -15,7 +15,7 @@ from ..kernel.params import plugin_identity
 from ..kernel.progress import no_progress
 from ..store.paths import cache_root, models_dir
 from ..store.weights import load_weights, save_weights, weights_digest
-from .loop import resolve_device, seeded, train_model, validation_split
+from .loop import resolve_device, seeded, train_model, training_split, validation_split
 from .zoo import weights_key
 
 
@@ -70,10 +70,16 @@ class Builder:
         else:
             classifier = None
 
+        recipe = plugin.recipe()
+
         def train(module):
+            batches = -(-len(training_split(self.dataset, self.holdout)[1]) // recipe.batch_size)
+
             def loss(m, x, y, position):
-                return plugin.loss(m, x, y, classifier)
-            return self.fit(module, plugin.recipe(), loss=loss, label=plugin.name)
+                epoch, batch = position
+                progress = (epoch * batches + batch) / (recipe.epochs * batches)
+                return plugin.loss(m, x, y, classifier, progress=progress)
+            return self.fit(module, recipe, loss=loss, label=plugin.name)
 
         seed = plugin.recipe().seed
         return self.cached({**identity, "seed": seed}, lambda: plugin.build(self.dataset.info),

@@ -22,6 +22,11 @@ def positive(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
 
 
+def fraction(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be a number in [0, 1], got {value!r}")
+
+
 def param(default, help_text, validator):
     """A generator parameter with its help text."""
     return attrs.field(default=default, validator=validator, metadata={"help": help_text})

@@ -187,7 +187,7 @@ class Cvae(TrainedGenerator):
     def build(self, info):
         return ConditionalVae(info, self.channels, self.hidden, self.latent)
 
-    def loss(self, module, x, y, classifier):
+    def loss(self, module, x, y, classifier, progress=0.0):
         mean, scale = module.encode(x, y)
         z = mean + scale * torch.randn_like(scale)
         logits = module.decode_logits(z, y)

@@ -65,7 +65,7 @@ class MagnetDae(TrainedGenerator):
     def build(self, info):
         return DenoisingAutoencoder(info, self.channels)
 
-    def loss(self, module, x, y, classifier):
+    def loss(self, module, x, y, classifier, progress=0.0):
         low, high = module.low, module.low + module.span
         noisy = (x + self.noise * module.span * torch.randn_like(x)).clamp(low, high)
         loss = F.mse_loss(module.reconstruct(noisy), x)

@@ -78,35 +78,33 @@ def sanity_flags(context, results, detection=()):
             + _fpr_above_requested(detection))
 
 
-def _adaptive_far_below(rows):
-    by_key = {(r.result["model"], r.id, r.result["eps"]): r for r in rows
-              if "rejection_rate" in r.result}
-    flags = []
+def _twins(rows):
+    """``(adaptive, naive)`` row pairs: one attack at one eps on a model entry and on its
+    ``(non-adaptive)`` twin."""
+    by_key = {(r.result["model"], r.id, r.result["eps"]): r for r in rows}
     for (model, attack, eps), naive in by_key.items():
-        if not model.endswith(NAIVE_SUFFIX):
-            continue
-        adaptive = by_key.get((model[:-len(NAIVE_SUFFIX)], attack, eps))
-        if adaptive is not None and naive.robust - adaptive.robust > FAR_BELOW:
-            flags.append({"model": adaptive.result["model"], "norm": naive.result["norm"],
-                          "eps": eps, **_flag("detector-adaptive-far-below", [attack],
-                                              f"{attack}: {adaptive.robust:.1%} robust "
-                                              f"adaptive, {naive.robust:.1%} non-adaptive")})
-    return flags
+        if model.endswith(NAIVE_SUFFIX):
+            adaptive = by_key.get((model[:-len(NAIVE_SUFFIX)], attack, eps))
+            if adaptive is not None:
+                yield adaptive, naive
+
+
+def _twin_flag(check, adaptive, naive):
+    return {"model": adaptive.result["model"], "norm": naive.result["norm"],
+            "eps": naive.result["eps"], **_flag(check, [naive.id],
+                                               f"{naive.id}: {adaptive.robust:.1%} robust "
+                                               f"adaptive, {naive.robust:.1%} non-adaptive")}
+
+
+def _adaptive_far_below(rows):
+    return [_twin_flag("detector-adaptive-far-below", adaptive, naive)
+            for adaptive, naive in _twins(rows)
+            if "rejection_rate" in naive.result and naive.robust - adaptive.robust > FAR_BELOW]
 
 
 def _naive_stronger(rows):
-    by_key = {(r.result["model"], r.id, r.result["eps"]): r for r in rows}
-    flags = []
-    for (model, attack, eps), naive in by_key.items():
-        if not model.endswith(NAIVE_SUFFIX):
-            continue
-        adaptive = by_key.get((model[:-len(NAIVE_SUFFIX)], attack, eps))
-        if adaptive is not None and adaptive.robust - naive.robust > FEW_POINTS:
-            flags.append({"model": adaptive.result["model"], "norm": naive.result["norm"],
-                          "eps": eps, **_flag("non-adaptive-stronger", [attack],
-                                              f"{attack}: {adaptive.robust:.1%} robust "
-                                              f"adaptive, {naive.robust:.1%} non-adaptive")})
-    return flags
+    return [_twin_flag("non-adaptive-stronger", adaptive, naive)
+            for adaptive, naive in _twins(rows) if adaptive.robust - naive.robust > FEW_POINTS]
 
 
 def _fpr_above_requested(detection):

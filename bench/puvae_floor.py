@@ -30,6 +30,7 @@ import time
 import advx
 import torch
 from _readme import update_section
+from advx.plugins.reports.detection_run import purifiers
 from advx.run.context import Session
 from advx.run.spec import load_spec
 from pgd_floor import interleaved
@@ -61,8 +62,7 @@ def defended_model(args):
     session = Session(spec, registry, device="cpu", cache=args.cache)
     entry = next(m for m in spec.models if m.id == ENTRY)
     module = session.module(entry).eval()
-    purifier = next(m for m in module.modules() if hasattr(m, "reconstruct_all")
-                    and hasattr(m, "choose"))
+    purifier = purifiers(module)[0]
     x, y = advx.get_dataset("mnist").load("test")
     x, y = x[:args.n], y[:args.n]
     return module, purifier, list(zip(x.split(args.batch), y.split(args.batch)))

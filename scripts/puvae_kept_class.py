@@ -17,6 +17,7 @@ import pathlib
 
 import advx
 import torch
+from advx.plugins.reports.detection_run import purifiers
 from advx.run.context import Session
 from advx.run.spec import load_spec
 from advx.store.format import read_set, sets_dir
@@ -29,11 +30,6 @@ def parse_args(argv=None):
     parser.add_argument("--cache", default=None, help="the run's cache root")
     parser.add_argument("--eps", type=float, default=0.3)
     return parser.parse_args(argv)
-
-
-def purifier_of(module):
-    return next((m for m in module.modules() if callable(getattr(m, "reconstruct_all", None))
-                 and callable(getattr(m, "choose", None))), None)
 
 
 def counts(session, model, purifier, x_adv):
@@ -65,13 +61,13 @@ def main(argv=None):
         if row["eps"] is None or abs(row["eps"] - args.eps) > 1e-9:
             continue
         model = models[row["model"]]
-        purifier = purifier_of(session.module(model))
-        if purifier is None:
+        found = purifiers(session.module(model))
+        if not found:
             continue
         stored = read_set(sets_dir(cache_root(args.cache)) / f"{row['set_key']}.h5")
-        found = counts(session, model, purifier, torch.from_numpy(stored.arrays["x_adv"]))
+        counted = counts(session, model, found[0], torch.from_numpy(stored.arrays["x_adv"]))
         print(f"| {row['model']} | {row['attack']} | " + " | ".join(
-            str(v) for v in found.values()) + " |")
+            str(v) for v in counted.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def test_score_histograms_are_drawn_on_a_log_axis_across_decades(tmp_path):
 
 def test_scores_with_zeros_and_one_value_still_draw(tmp_path):
     path = draw.plot_scores(np.zeros(5), {"fgsm": np.zeros(3)}, 0.0, tmp_path / "z.png")
-    assert path.exists()
+    assert _image(path).shape[0] > 100
 
 
 def test_reconstructions_check_their_shapes(tmp_path):

@@ -346,3 +346,13 @@ def test_generators_are_told_how_far_training_has_come(tmp_path):
     Builder(dataset, advx.get_registry(), "cpu", tmp_path).generator(plugin)
     assert seen[0] == 0.0 and seen == sorted(seen) and 0.5 <= seen[-1] < 1.0
     assert len(seen) == 2 * -(-len(dataset.load("train")[1]) // 32)
+
+
+def test_a_threshold_from_too_few_held_out_samples_is_refused_outside_a_spec_too(tmp_path):
+    from advx.train.builder import Builder
+
+    builder = Builder(tiny_synthetic(), advx.get_registry(), "cpu", tmp_path).for_entry(
+        True, holdout=10)
+    with pytest.raises(advx.ParameterError, match="needs at least 100 held-out clean samples, "
+                                                   "and the model entry holds out 10"):
+        builder.threshold(advx.get_defense("magnet-detector", fpr=0.01), torch.nn.Identity())

@@ -189,6 +189,18 @@ def calibration_size(fpr):
     return math.ceil(1 / fpr - 1e-9)
 
 
+def holdout_shortfall(detector, holdout):
+    """Why ``holdout`` held-out samples cannot calibrate ``detector`` (too few for its
+    ``fpr``: :func:`calibration_size`), or None when they can."""
+    needed = calibration_size(detector.fpr)
+    if holdout >= needed:
+        return None
+    return (f"detector {detector.name!r}: a threshold at fpr = {detector.fpr:g} needs at least "
+            f"{needed} held-out clean samples, and the model entry holds out {holdout}; set "
+            f"train = {{ holdout = {max(needed, 1000)} }} on the model (the last samples of the "
+            "training split, which no part of the model trains on)")
+
+
 def calibrate(scorer, x, fpr, device, batch_size=500):
     """The threshold at which a fraction of at most ``fpr`` of the scores of ``x`` lies above
     (their ``1 - fpr`` quantile, rounded up to a score that occurs)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import attrs
 
-from ..kernel.defense import Detector, TrainingDefense, calibration_size
+from ..kernel.defense import Detector, TrainingDefense, holdout_shortfall
 from ..kernel.entries import ModelSpec
 from ..kernel.errors import UsageError
 from ..train.zoo import resolve_recipe
@@ -66,15 +66,10 @@ def _check_holdout(defenses, recipe, at):
     """A detector's threshold at ``fpr`` needs ``ceil(1 / fpr)`` held-out clean samples: said
     before anything trains."""
     for i, defense in enumerate(defenses):
-        if not isinstance(defense, Detector):
-            continue
-        needed = calibration_size(defense.fpr)
-        if recipe.holdout < needed:
-            raise at.at(f"defenses[{i}]").error(
-                f"{defense.name!r}: a threshold at fpr = {defense.fpr:g} needs at least "
-                f"{needed} held-out clean samples, and the model holds out {recipe.holdout}; "
-                f"set train = {{ holdout = {max(needed, 1000)} }} on the model (the last "
-                "samples of the training split, which no part of the model trains on)")
+        if isinstance(defense, Detector):
+            shortfall = holdout_shortfall(defense, recipe.holdout)
+            if shortfall:
+                raise at.at(f"defenses[{i}]").error(shortfall)
 
 
 def _checkpoint(checkpoint, at, base_dir):

@@ -9,7 +9,7 @@ cache for modules a defense trains itself (:meth:`Builder.cached`).
 import attrs
 import torch
 
-from ..kernel.defense import calibrate, calibration_size
+from ..kernel.defense import calibrate, holdout_shortfall
 from ..kernel.errors import ParameterError
 from ..kernel.params import plugin_identity
 from ..kernel.progress import no_progress
@@ -47,13 +47,9 @@ class Builder:
 
     def threshold(self, detector, scorer):
         x, _ = self.validation()
-        needed = calibration_size(detector.fpr)
-        if len(x) < needed:
-            raise ParameterError(
-                f"detector {detector.name!r}: a threshold at fpr = {detector.fpr:g} needs at "
-                f"least {needed} held-out clean samples, and the model entry holds out "
-                f"{len(x)}; set train = {{ holdout = {max(needed, 1000)} }} on the model (the "
-                "last samples of the training split, which no part of the model trains on)")
+        shortfall = holdout_shortfall(detector, len(x))
+        if shortfall:
+            raise ParameterError(shortfall)
         identity = {"threshold_of": plugin_identity(detector), "scorer": weights_digest(scorer),
                     "holdout": self.holdout}
 
@@ -81,7 +77,7 @@ class Builder:
                 return plugin.loss(m, x, y, classifier, progress=progress)
             return self.fit(module, recipe, loss=loss, label=plugin.name)
 
-        seed = plugin.recipe().seed
+        seed = recipe.seed
         return self.cached({**identity, "seed": seed}, lambda: plugin.build(self.dataset.info),
                            train)
 

@@ -22,10 +22,8 @@ def plot_scores(clean, adversarial, threshold, path, title=""):
     values = np.concatenate([s[np.isfinite(s)] for s in series.values()] + [[threshold]])
     if not len(values):
         raise ValueError("plot_scores needs at least one finite score")
-    log = values.min() > 0 and values.max() / values.min() > 1e3
-    positive = values[values > 0]
-    floor = positive.min() if log else None
-    low, high = (floor, values.max()) if log else (values.min(), values.max())
+    low, high = values.min(), values.max()
+    log = low > 0 and high / low > 1e3
     if high <= low:
         high = low + 1
     bins = np.geomspace(low, high, 41) if log else np.linspace(low, high, 41)

@@ -57,6 +57,8 @@ def scores(scorer, x, device, batch_size=250):
 
 
 def largest_eps(attack_spec):
+    """The largest eps of an attack entry (None for a minimisation attack without eps): the
+    set the per-attack pictures draw."""
     return attack_spec.eps[-1] if attack_spec.eps != (None,) else None
 
 

@@ -136,7 +136,7 @@ def curves_of(measured):
 
 
 def _adversarial_pictures(context, model_spec, attack_spec, spec, attempt):
-    eps = attack_spec.eps[-1] if attack_spec.eps != (None,) else None
+    eps = detection_run.largest_eps(attack_spec)
     outcome = context.outcome(model_spec, attack_spec, eps)
     index = _samples(outcome, spec)
     if not len(index):

@@ -44,6 +44,13 @@ class TestProject:
         x, x_adv = data
         assert bool(threat.contains(x, threat.project(x, x_adv)).all())
 
+    def test_l1_lands_inside_when_many_equal_coordinates_sit_just_above_the_threshold(self):
+        # Found by CI: in float32 the threshold's cumulative sum lost digits and the projection
+        # of 90 coordinates of 1.487 onto the 0.5 ball measured 0.5000067.
+        x, x_adv = torch.zeros(1, 3, 5, 6), torch.full((1, 3, 5, 6), 1.4870359897613525)
+        threat = ThreatModel(norm="l1", eps=0.5)
+        assert bool(threat.contains(x, threat.project(x, x_adv), rtol=0, atol=1e-7).all())
+
     @given(data=batch_and_point(), threat=threat_models(bounded=False))
     def test_is_idempotent(self, data, threat):
         x, x_adv = data

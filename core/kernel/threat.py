@@ -188,20 +188,24 @@ def project_delta(norm, delta, eps):
 
 
 def _project_l1(delta, eps):
-    """Euclidean projection onto the L1 ball (Duchi et al. 2008), batched by sorting."""
-    flat = delta.flatten(1)
+    """Euclidean projection onto the L1 ball (Duchi et al. 2008), batched by sorting.
+
+    Computed in float64: in float32 the cumulative sums that fix the threshold lose enough
+    digits (many equal coordinates just above it) to leave the result outside the ball.
+    """
+    flat = delta.flatten(1).double()
     magnitude = flat.abs()
     outside = magnitude.sum(1) > eps
     if eps == 0:
         return torch.zeros_like(delta)
     sorted_mag, _ = magnitude.sort(dim=1, descending=True)
     cumulative = sorted_mag.cumsum(1) - eps
-    ranks = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    ranks = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=flat.dtype)
     active = sorted_mag * ranks > cumulative
     rho = active.to(torch.int64).cumsum(1).argmax(1, keepdim=True)
-    theta = (cumulative.gather(1, rho) / (rho + 1).to(delta.dtype)).clamp_min(0)
+    theta = (cumulative.gather(1, rho) / (rho + 1).to(flat.dtype)).clamp_min(0)
     shrunk = flat.sign() * (magnitude - theta).clamp_min(0)
-    return torch.where(outside.unsqueeze(1), shrunk, flat).view_as(delta)
+    return torch.where(outside.unsqueeze(1), shrunk, flat).to(delta.dtype).view_as(delta)
 
 
 def _project_l0(delta, k):

@@ -59,6 +59,10 @@ class BuildContext(typing.Protocol):
         :class:`advx.TrainRecipe`); ``loss(module, x, y, position)`` replaces the clean
         cross-entropy of a batch.  Seeded, deterministic on the CPU.  Returns the module."""
 
+    def training_split(self, recipe=None):
+        """``(x, y)``: the training split without the validation samples (the entry's, or
+        ``recipe.holdout`` when larger): what a model trains on."""
+
     def validation(self):
         """``(x, y)``: the model entry's validation split, the last ``holdout`` samples of the
         training split (``train = { holdout = N }``), which no part of the model trained on."""

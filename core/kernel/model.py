@@ -15,14 +15,28 @@ class ModelPlugin:
 
     The module maps inputs (N, C, H, W) in the dataset's bounds to logits (N, classes).
     ``default_recipe`` overrides fields of :class:`advx.TrainRecipe` for this architecture.
+    ``access`` is what an attacker gets from the module: "gradient" (its input gradient is
+    the true one) or "score" (its outputs only: a model that classifies by an optimisation at
+    inference, ABS, has no useful gradient).  A spec that runs a gradient attack on a
+    score-only model is refused; the attack reaches it through gradient estimates
+    (``{ name = "estimated-gradient", attack = { ... } }``).
     """
 
     name: ClassVar[str]
     default_recipe: ClassVar[dict] = {}
+    access: ClassVar[str] = "gradient"
 
     def build(self, info):
         """A freshly initialised module for a dataset described by ``info`` (DatasetInfo)."""
         raise NotImplementedError
+
+    def train(self, module, recipe, context):
+        """Train ``module`` (from :meth:`build`) by ``recipe``; ``context`` is the run's
+        :class:`advx.BuildContext`.  The default is the standard loop on the cross-entropy
+        (``context.fit``); a model with another objective (a generative classifier: its
+        ``loss`` through ``context.fit(module, recipe, loss=...)``) or none (a nearest-neighbour
+        classifier stores ``context.dataset``'s training split) overrides it."""
+        context.fit(module, recipe, label=self.name)
 
 
 REJECT_ATTRIBUTE = "advx_reject_index"

@@ -71,6 +71,7 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
                            where.at("dataset"))
     models = parse_models(registry, data.get("models"), where, base_dir)
     attacks = parse_attacks(registry, data.get("attacks", []), where, base_dir)
+    _check_access(models, attacks, where)
     protocol_table = data.get("protocol", {"name": DEFAULT_PROTOCOL})
     if not isinstance(protocol_table, dict):
         raise where.at("protocol").error("must be a table, e.g. [protocol] with name = \"...\"")
@@ -80,6 +81,21 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
                    _text(data, "description", source), source)
     return attrs.evolve(spec, tables=_claimed(data, parsers, spec, where),
                         written_tables={k: data[k] for k in parsers if k in data})
+
+
+def _check_access(models, attacks, where):
+    """No gradient attack on a model that offers scores only (its plugin's ``access``)."""
+    pairs = [(m, a, f"attacks[{i}]") for i, a in enumerate(attacks) for m in models]
+    pairs += [(a.source, a.attack.source_attack, f"attacks[{i}].source_attack")
+              for i, a in enumerate(attacks) if a.source is not None]
+    for model, attack, at in pairs:
+        attack = getattr(attack, "attack", attack)
+        if attack.access == "gradient" and model.plugin.access == "score":
+            raise where.at(at).error(
+                f"attack {attack.name!r} needs gradients, and model {model.id!r} "
+                f"({model.name}) offers scores only (it classifies by an optimisation at "
+                "inference); reach it through gradient estimates: { name = "
+                f"\"estimated-gradient\", attack = {{ name = \"{attack.name}\", ... }} }}")
 
 
 def _text(data, key, source):

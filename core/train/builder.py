@@ -42,6 +42,9 @@ class Builder:
         return train_model(module, self.dataset, recipe, device=self.device,
                            progress=self.progress_factory, label=label or self.label, loss=loss)
 
+    def training_split(self, recipe=None):
+        return training_split(self.dataset, max(self.holdout, recipe.holdout if recipe else 0))
+
     def validation(self):
         return validation_split(self.dataset, self.holdout)
 

@@ -106,7 +106,7 @@ def _train(module, plugin, recipe, context, training):
     """Train ``module``; returns the provenance stored with its weights."""
     start = time.perf_counter()
     if training is None:
-        context.fit(module, recipe, label=plugin.name)
+        plugin.train(module, recipe, context.labelled(plugin.name))
     else:
         training.train(module, recipe, context.labelled(f"{plugin.name} ({training.name})"))
     seconds = time.perf_counter() - start

@@ -6,7 +6,8 @@ Loaded through the ``advx`` entry point ``builtin-protocols`` like any third-par
 import advx
 
 from .curve import Curve
-from .robust import MinimalPerturbation, RobustAccuracy
+from .minimal import MinimalPerturbation
+from .robust import RobustAccuracy
 
 
 @advx.hookimpl

@@ -28,23 +28,30 @@ class Curve(RobustAccuracy):
     name = "curve"
 
     def evaluate(self, context):
-        clean, results, entries = {}, [], []
-        for model in context.models:
-            correct = context.clean_correct(model)
-            clean[model.id] = float(correct.float().mean())
-            measured = []
-            for attack in context.attacks:
-                grid = curves.grid_of(attack, context.attacks)
-                if not grid:  # a minimisation attack alone in its norm, without eps
-                    outcome = context.outcome(model, attack, None)
-                    results.append(result_row(model, attack, None, outcome,
-                                              context.robust_correct(model, outcome)))
-                    continue
-                curve = curves.measure(context, model, attack, grid)
-                results += [result_row(model, attack, eps, o, context.robust_correct(model, o))
-                            for eps, o in curve.outcomes]
-                measured.append(curve)
-            entries += [c.entry(model.id) for c in measured]
-            entries += curves.worst_cases(model.id, measured, correct)
-        return {"clean_accuracy": clean, "curves": entries, "results": results,
-                "sanity": sanity_flags(context, results)}
+        return curve_report(context, curves.measure)
+
+
+def curve_report(context, measure):
+    """The curve protocol's results, each entry's :class:`~.curves.AttackCurve` coming from
+    ``measure(context, model, attack_spec, grid)`` (:func:`.curves.measure` or one that
+    chooses otherwise for some entries)."""
+    clean, results, entries = {}, [], []
+    for model in context.models:
+        correct = context.clean_correct(model)
+        clean[model.id] = float(correct.float().mean())
+        measured = []
+        for attack in context.attacks:
+            grid = curves.grid_of(attack, context.attacks)
+            if not grid:  # a minimisation attack alone in its norm, without eps
+                outcome = context.outcome(model, attack, None)
+                results.append(result_row(model, attack, None, outcome,
+                                          context.robust_correct(model, outcome)))
+                continue
+            curve = measure(context, model, attack, grid)
+            results += [result_row(model, attack, eps, o, context.robust_correct(model, o))
+                        for eps, o in curve.outcomes]
+            measured.append(curve)
+        entries += [c.entry(model.id) for c in measured]
+        entries += curves.worst_cases(model.id, measured, correct)
+    return {"clean_accuracy": clean, "curves": entries, "results": results,
+            "sanity": sanity_flags(context, results)}

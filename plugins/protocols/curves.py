@@ -156,23 +156,35 @@ def measure(context, model, attack_spec, grid):
                            "minimal distances",
                            outcomes=((None, outcome),), key=outcome.key, origin=outcome.origin)
     if attack.access == "transfer":
-        outcomes = tuple((e, context.outcome(model, attack_spec, e)) for e in grid)
-        robust = torch.stack([context.robust_correct(model, o) for _, o in outcomes], 1)
-        return AttackCurve(attack_spec, grid, robust, "per eps", outcomes=outcomes)
+        return per_eps(context, model, attack_spec, grid)
     return sweep(context, model, attack_spec, grid)
+
+
+def per_eps(context, model, attack_spec, grid):
+    """The :class:`AttackCurve` of one set per grid eps (method "per eps")."""
+    outcomes = tuple((e, context.outcome(model, attack_spec, e)) for e in grid)
+    robust = torch.stack([context.robust_correct(model, o) for _, o in outcomes], 1)
+    return AttackCurve(attack_spec, grid, robust, "per eps", outcomes=outcomes)
 
 
 def sweep(context, model, attack_spec, grid):
     """The guided-bisection :class:`AttackCurve` of a fixed-eps attack: read, resumed or
     computed."""
-    method = GuidedSweep(grid, advx.reject_index(context.module(model)))
+    method, obtained = swept(context, model, attack_spec, grid)
     name = "eps walk" if method.walk else "guided bisection"
-    obtained = context.obtain(advx.SetRequest(model, attack_spec, None, method))
     arrays = {k: torch.from_numpy(v) for k, v in obtained.stored.arrays.items()}
     threshold = thresholds(context.clean_correct(model), fooled(context, model, arrays["pred"]),
                            arrays["distance"], allowances(grid, attack_spec.norm))
     return AttackCurve(attack_spec, grid, robust_table(threshold, len(grid)), name,
                        probes=arrays["queries"], key=obtained.stored.key, origin=obtained.origin)
+
+
+def swept(context, model, attack_spec, grid):
+    """``(method, obtained)``: the :class:`GuidedSweep` of a fixed-eps attack entry over
+    ``grid`` on a model and its set (``context.obtain`` memoises it: a second call reads
+    nothing)."""
+    method = GuidedSweep(grid, advx.reject_index(context.module(model)))
+    return method, context.obtain(advx.SetRequest(model, attack_spec, None, method))
 
 
 def thresholds(correct, misclassified, distance, allow):

@@ -30,7 +30,8 @@ def robust_sections(report):
     if report.get("worst_case"):  # the curve protocol has its worst cases in its curves
         blocks.append(_worst_case(report["worst_case"]))
     blocks += [b for b in (_detection(report),
-                           _minimal(report.get("minimal_perturbation")),
+                           _minimal(report.get("minimal_perturbation"),
+                                    report.get("clean_accuracy")),
                            _sanity(report.get("sanity"))) if b]
     blocks.append(FOOTNOTE)
     if report.get("curves"):
@@ -126,21 +127,44 @@ def _detection(report):
     return "\n".join(lines)
 
 
-def _minimal(entries):
+def _minimal(entries, clean=None):
+    """Per norm, a table of each model's smallest adversarials: clean accuracy, median, the
+    fraction fooled, robust accuracy at the protocol's ``accuracy_at`` distance and the attack
+    that found the smallest adversarial most often."""
     if not entries:
         return ""
-    lines = ["## Smallest adversarial per sample", "",
-             "| model | norm | median distance | fooled | smallest found by |",
-             "|---|---|---|---|---|"]
-    for e in entries:
-        found = ", ".join(f"{name} {count}" for name, count in
-                          sorted(e["best_found_by"].items(), key=lambda kv: -kv[1]))
-        median = "inf" if e["median"] is None else f"{e['median']:.4g}"
-        lines.append(f"| {e['model']} | {e['norm']} | {median} | {pct(e['fooled'])} | {found} |")
-    lines += ["", "Per norm, each sample's smallest successful adversarial over every untargeted "
-              "attack of that norm; samples no attack fooled count as infinitely far, "
-              "misclassified clean samples as 0."]
-    return "\n".join(lines)
+    blocks = []
+    for norm in sorted({e["norm"] for e in entries}):
+        group = [e for e in entries if e["norm"] == norm]
+        at = next((e["accuracy_at"]["distance"] for e in group if e.get("accuracy_at")), None)
+        lines = [f"## Smallest adversarial per sample, {norm}", "",
+                 f"| model | clean accuracy | median distance | fooled "
+                 f"| robust accuracy at {_num(at)} | smallest found most often by |",
+                 "|---|---|---|---|---|---|"]
+        for e in group:
+            accuracy = (e.get("clean_accuracy") if "clean_accuracy" in e
+                        else (clean if isinstance(clean, dict) else {}).get(e["model"]))
+            median = "inf" if e["median"] is None else f"{e['median']:.4g}"
+            at_value = (e.get("accuracy_at") or {}).get("robust_accuracy")
+            lines.append(f"| {e['model']} | {pct(accuracy)} | {median} | {pct(e['fooled'])} "
+                         f"| {pct(at_value)} | {_most_often(e['best_found_by'])} |")
+        blocks.append("\n".join(lines))
+    blocks.append(
+        "Per norm, each sample's smallest successful adversarial over every untargeted "
+        "attack of that norm; samples no attack fooled count as infinitely far, "
+        "misclassified clean samples as 0. Robust accuracy at a distance d counts a sample "
+        "unless the model misclassifies it clean or its smallest adversarial lies within d; "
+        "the whole accuracy-distortion curve is in report.json (`minimal_perturbation`, "
+        "`curve`) and, with the plots extra, in pictures/distortion-<norm>.png.")
+    return "\n\n".join(blocks)
+
+
+def _most_often(counts):
+    """The attack that found the most smallest adversarials, with its count of all."""
+    if not counts:
+        return "none"
+    name, count = max(counts.items(), key=lambda kv: kv[1])
+    return f"{name} ({count} of {sum(counts.values())})"
 
 
 def _sanity(flags):

@@ -10,7 +10,8 @@ A spec's optional ``[pictures]`` table::
     attacks = ["jsma"]    # attack ids whose adversarials are drawn (default: every attack)
 
 The table is claimed by the built-in reports plugin (``advx_register_tables``).  Without it a
-run draws the curves (and, behind a detector, the detection curves) only.  Curves come from
+run draws the curves (and, behind a detector, the detection curves; with minimal-perturbation
+results, the accuracy-distortion curves) only.  Curves come from
 the protocol's ``curves`` if it has them, else from
 the robust-accuracy rows of attacks run at two or more eps (and the worst case).  The other
 pictures use each attack's largest eps (its adversarial set, from the cache): a grid of clean /
@@ -18,7 +19,10 @@ perturbation / adversarial, the model's penultimate features in PCA and tSNE wit
 samples and their adversarials joined by arrows, and the per-layer activation differences.
 Models with a detector or a purifier get the kinds of :mod:`.detection_run` too: "detection"
 (robust accuracy and rejection rate against eps), "scores" (clean and adversarial score
-distributions with the threshold) and "reconstructions" (every class's reconstruction).  A
+distributions with the threshold) and "reconstructions" (every class's reconstruction).
+"distortion" draws, per norm of the minimal-perturbation protocol's results, robust accuracy
+against the distance of each sample's smallest adversarial, one step curve per model, with a
+dashed line at the protocol's ``accuracy_at`` distance (``pictures/distortion-<norm>.png``).  A
 picture that cannot be drawn (matplotlib or scikit-learn missing) is listed with the reason instead.
 """
 
@@ -30,7 +34,8 @@ from . import detection_run, representation
 from . import pictures as draw
 
 KINDS = ("curves", "grid", "representation", "activations", "detection", "scores",
-         "reconstructions")
+         "reconstructions", "distortion")
+DEFAULT_KINDS = ("curves", "detection", "distortion")  # without a [pictures] table
 ADVERSARIAL_KINDS = {"grid", "representation", "activations"}  # drawn here, per attack
 FEATURE_SAMPLES = 1000  # clean test inputs in the representation pictures
 ACTIVATION_ROWS = 6
@@ -87,7 +92,7 @@ def _names(value, allowed, key):
 def render(context, measured, out_dir, spec):
     """Draw the pictures ``spec`` asks for (without a ``[pictures]`` table: the curves only)
     from the run ``context``; ``(pictures, skipped)`` for report.json."""
-    spec = spec or PicturesSpec(kinds=("curves", "detection"))
+    spec = spec or PicturesSpec(kinds=DEFAULT_KINDS)
     done, skipped = [], []
 
     def attempt(kind, name, title, function, *args, **extra):
@@ -104,6 +109,12 @@ def render(context, measured, out_dir, spec):
                 lambda path: draw.plot_curves(curves, path))
     models = _chosen(context.models, spec.models)
     attacks = _chosen(context.attacks, spec.attacks)
+    if "distortion" in spec.kinds:
+        for norm, entries, at in distortion_groups(measured, [m.id for m in models]):
+            attempt("distortion", f"distortion-{norm}", f"Robust accuracy against {norm} "
+                    "distance (smallest adversarial per sample)",
+                    lambda path, e=entries, n=norm, d=at: draw.plot_distortion(e, path, n, d),
+                    norm=norm)
     detection_run.render(context, measured, spec.kinds, models, attacks, attempt, _slug)
     if not set(spec.kinds) & ADVERSARIAL_KINDS:
         return done, skipped  # curves only: no adversarial set is read (or computed)
@@ -115,6 +126,18 @@ def render(context, measured, out_dir, spec):
 
 def _chosen(entries, ids):
     return [e for e in entries if ids is None or e.id in ids]
+
+
+def distortion_groups(measured, model_ids):
+    """Per norm of the minimal-perturbation results, ``(norm, entries of the models named,
+    accuracy_at distance or None)``."""
+    groups = {}
+    for entry in measured.get("minimal_perturbation") or []:
+        if entry["model"] in model_ids and "curve" in entry:
+            groups.setdefault(entry["norm"], []).append(entry)
+    return [(norm, entries, next((e["accuracy_at"]["distance"] for e in entries
+                                  if e.get("accuracy_at")), None))
+            for norm, entries in sorted(groups.items())]
 
 
 def curves_of(measured):

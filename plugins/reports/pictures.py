@@ -1,4 +1,5 @@
-"""Pictures of robustness: accuracy-versus-epsilon curves and clean/perturbation/adversarial grids.
+"""Pictures of robustness: accuracy against epsilon or distance, clean/perturbation/adversarial
+grids.
 
 Pure functions: they take tensors or numpy arrays, write one PNG atomically and return its path.
 matplotlib is an optional extra (``pip install advx[plots]``); without it every function raises
@@ -115,6 +116,41 @@ def _draw_curve(axis, entry, marker):
     if entry["attack"] == WORST_CASE:
         style.update(marker="o", linewidth=3, color="0.1", zorder=5)
     axis.plot(eps[order], accuracy[order], label=entry["attack"], **style)
+
+
+def plot_distortion(entries, path, norm, at=None, title=""):
+    """Robust accuracy (%) against the distance of the smallest adversarial in ``norm``: one
+    step curve per model, a dashed vertical line at distance ``at`` (None: none).
+
+    ``entries`` are the minimal-perturbation protocol's entries of that norm, each ``{"model",
+    "curve": {"n", "distances": [sorted finite distances]}}``: robust accuracy at d is the
+    fraction of the n samples whose smallest adversarial lies farther than d (misclassified
+    clean samples at distance 0; samples never fooled beyond every distance).
+    """
+    if not entries:
+        raise ValueError("plot_distortion needs at least one entry")
+    tops = [max(e["curve"]["distances"], default=0.0) for e in entries]
+    right = 1.05 * max(tops + [at or 0.0]) or 1.0
+    figure = new_figure(figsize=(6.0, 4.2))
+    axis = figure.subplots()
+    for index, entry in enumerate(entries):
+        n, distances = entry["curve"]["n"], np.sort(np.asarray(entry["curve"]["distances"],
+                                                               dtype=float))
+        if not n:
+            continue
+        later = distances[distances > 0]  # the others (misclassified clean) fall at d = 0
+        left = n - (len(distances) - len(later))
+        x = np.concatenate([[0.0], later, [right]])
+        y = 100 * (left - np.concatenate([np.arange(len(later) + 1), [len(later)]])) / n
+        axis.step(x, y, where="post", linewidth=1.8, label=entry["model"],
+                  color=f"C{index % 10}")
+    if at is not None:
+        axis.axvline(at, color="0.3", linestyle="--", linewidth=1.2, label=f"d = {at:g}")
+    percent_axis(axis, title or f"Accuracy against {norm} distance", "robust accuracy (%)",
+                 legend_size=8)
+    axis.set_xlabel(f"{norm} distance of the smallest adversarial")
+    axis.set_xlim(0, right)
+    return save(figure, path)
 
 
 def plot_grid(x, x_adv, y, pred, confidence, path, targets=None, bounds=(0.0, 1.0), title=""):

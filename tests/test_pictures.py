@@ -52,6 +52,20 @@ def test_curves_reject_bad_entries(tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
+def _distortion_entries():
+    """Two models' minimal-perturbation entries of one norm (one never fooled beyond 2.0)."""
+    return [{"model": "blog-cnn", "curve": {"n": 5, "distances": [0.0, 0.4, 0.9, 1.3, 2.0]}},
+            {"model": "abs", "curve": {"n": 4, "distances": [1.1, 1.6]}}]
+
+
+def test_distortion_steps_with_the_accuracy_at_line(tmp_path):
+    path = pictures.plot_distortion(_distortion_entries(), tmp_path / "d.png", "l2", at=1.5)
+    image_is_nontrivial(path)
+    with pytest.raises(ValueError, match="at least one"):
+        pictures.plot_distortion([], tmp_path / "e.png", "l2")
+    assert not (tmp_path / "e.png").exists()
+
+
 def _grid_inputs(channels, n=4, bounds=(0.0, 1.0)):
     generator = torch.Generator().manual_seed(0)
     lower, upper = bounds
@@ -236,6 +250,7 @@ def test_every_picture_needs_matplotlib(tmp_path, monkeypatch, blog_cnn):
     x, x_adv, y, pred, confidence = _grid_inputs(1)
     calls = [
         lambda: pictures.plot_curves(_curves(), tmp_path / "c.png"),
+        lambda: pictures.plot_distortion(_distortion_entries(), tmp_path / "d.png", "linf"),
         lambda: pictures.plot_grid(x, x_adv, y, pred, confidence, tmp_path / "g.png"),
         lambda: representation.plot_activation_differences(blog_cnn, *_local_change(),
                                                            tmp_path / "a.png"),

@@ -14,6 +14,13 @@ REGISTRY = advx.get_registry(refresh=True)
 PARAMS = {
     ("defenses", "adversarial-training"): {"steps": 2, "step_size": 0.1},
     ("datasets", "synthetic"): {"n_train": 64, "n_test": 16},
+    ("models", "abs"): {"latents": 40, "steps": 2},
+    ("models", "binary-abs"): {"latents": 40, "steps": 2},
+    ("models", "nearest-neighbour"): {"max_train": 64},
+}
+SHAPES = {  # models built for one input size only
+    ("models", "abs"): ((1, 28, 28),),
+    ("models", "binary-abs"): ((1, 28, 28),),
 }
 NOT_HERE = {  # plugins that need files this machine may not have
     ("datasets", "fashion-mnist"): "needs the Fashion-MNIST files (apt dataset-fashion-mnist)",
@@ -45,7 +52,8 @@ for _kind, (_base, _word) in CONTRACTS.items():
         if not _available(_kind, _name) or (_kind, _name) in ELSEWHERE:
             continue
         _cls = type(f"Test{_base.__name__}_{_name.replace('-', '_')}", (_base,),
-                    {f"{_word}_name": _name, f"{_word}_params": PARAMS.get((_kind, _name), {})})
+                    {f"{_word}_name": _name, f"{_word}_params": PARAMS.get((_kind, _name), {}),
+                     **({"shapes": SHAPES[(_kind, _name)]} if (_kind, _name) in SHAPES else {})})
         globals()[_cls.__name__] = _cls
 
 

@@ -137,10 +137,6 @@ def test_weights_round_trip_through_the_cache(data, tmp_path):
         assert torch.equal(first(x), second(x))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "without max_train the stored set's size is unknown when the module is built (it depends "
-    "on the split and the holdout), and load_weights refuses buffers of another shape: the "
-    "zoo warns and stores the split again; needs a core change (resizable buffers)"))
 def test_the_whole_split_round_trips_through_the_cache(data, tmp_path):
     _model(data, tmp_path)
     with warnings.catch_warnings():

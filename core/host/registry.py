@@ -52,7 +52,7 @@ class Entry:
                      "summary": summary(self.cls), "params": describe_params(self.cls)}
         if self.kind == "defense":  # its kind (preprocessor, detector, ...)
             described["defense_kind"] = self.cls.kind
-        if self.kind in ("defense", "generator"):
+        if self.kind in ("defense", "generator", "model"):
             described["presets"] = dict(getattr(self.cls, "presets", {}))
         return described
 
@@ -156,12 +156,12 @@ class Registry:
     def create(self, kind, name, **params):
         """An instance of the class registered as ``name``, built from ``params``.
 
-        A defense's or generator's ``preset`` parameter fills in the values of that preset
+        A defense's, generator's or model's ``preset`` parameter fills in the values of that preset
         that ``params`` do not set (see :func:`advx.kernel.defense.with_preset`).  Parameters
         that hold a plugin are built from their tables by this registry.
         """
         entry = self.get(kind, name)
-        if entry.kind in ("defense", "generator"):
+        if entry.kind in ("defense", "generator", "model"):
             try:
                 params = with_preset(entry.cls, params)
             except KeyError as exc:

@@ -122,12 +122,25 @@ def _strip_prefix(state, prefix):
     return state
 
 
+RESIZABLE = "advx_resizable"  # a submodule's buffers whose size comes from the data
+
+
+def resizable_keys(module):
+    """State-dict keys of buffers that a submodule lists in its ``advx_resizable`` attribute:
+    their shape is the data's (a nearest-neighbour model's stored training set), fixed only
+    when trained, so a weights file may hold another size than a freshly built module."""
+    return {f"{prefix}.{name}" if prefix else name
+            for prefix, sub in module.named_modules() for name in getattr(sub, RESIZABLE, ())}
+
+
 def _check_compatible(module, state, path):
     expected = module.state_dict()
+    resizable = resizable_keys(module)
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     reshaped = [f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
-                for key in expected if key in state and state[key].shape != expected[key].shape]
+                for key in expected if key in state and key not in resizable
+                and state[key].shape != expected[key].shape]
     problems = [f"{label}: {', '.join(keys)}" for label, keys in
                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped))
                 if keys]

@@ -17,7 +17,7 @@ import torch
 from ..kernel.dataset import DatasetInfo
 from ..kernel.recipe import TrainRecipe
 from ..store.weights import load_weights, save_weights
-from ..train.loop import train_model
+from ..train.builder import Builder
 from ..train.zoo import build_seeded
 from .plugin_checks import check_declaration, check_parameters, tiny_synthetic
 
@@ -78,15 +78,17 @@ class ModelContract:
             assert torch.equal(module(x)[rows], module(x[rows]))
 
     def test_trains_and_round_trips_its_weights(self, tmp_path):
-        """One epoch of the standard loop changes the weights, which the weights store saves
-        and loads back exactly (without unpickling)."""
+        """One epoch of the plugin's training (``train``: the standard loop unless the plugin
+        overrides it) changes the weights, which the weights store saves and loads back
+        exactly (without unpickling)."""
         shape = self.shapes[0]
         data = tiny_synthetic(size=shape[1], n_train=64, n_test=8)
         if data.info.shape != tuple(shape):
             data = advx.get_dataset("synthetic", n_train=64, n_test=8, size=shape[1],
                                     channels=shape[0])
         module, initial = self.build(shape), self.build(shape).state_dict()
-        train_model(module, data, TrainRecipe(epochs=1, batch_size=32))
+        builder = Builder(data, advx.get_registry(), cache_root=tmp_path / "cache")
+        self.make_model().train(module, TrainRecipe(epochs=1, batch_size=32), builder)
         assert any(not torch.equal(initial[k], v) for k, v in module.state_dict().items())
         save_weights(module, tmp_path / "w.h5", {"note": "contract"})
         loaded = self.build(shape, seed=3)

@@ -1,8 +1,11 @@
-"""Built-in model plugins: blog-cnn, madry-cnn and classifier-a."""
+"""Built-in model plugins: blog-cnn, madry-cnn, classifier-a, nearest-neighbour, abs and
+binary-abs."""
 
 import advx
 
+from .abs import Abs, BinaryAbs
 from .cnns import BlogCnn, ClassifierA, MadryCnn
+from .neighbours import NearestNeighbour
 
 
 @advx.hookimpl
@@ -10,3 +13,6 @@ def advx_register_models(register):
     register(BlogCnn)
     register(MadryCnn)
     register(ClassifierA)
+    register(NearestNeighbour)
+    register(Abs)
+    register(BinaryAbs)

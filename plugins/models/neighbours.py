@@ -95,6 +95,8 @@ class NearestNeighbourModule(nn.Module):
     input), above any between two inputs in the bounds, so logits stay finite.
     """
 
+    advx_resizable = ("images", "labels")  # sized by the training split (advx's weights store)
+
     def __init__(self, images, labels, info, scale):
         super().__init__()
         self.num_classes, self.scale = info.num_classes, scale

@@ -21,6 +21,7 @@ from .ddn import DDN
 from .deepfool import DeepFool
 from .fgsm import FGSM
 from .jsma import JSMA
+from .mi_fgsm import MIFGSM
 from .pgd import PGD
 
 
@@ -69,6 +70,7 @@ def _jsma(attack, threat, pixels):
 MOST_PASSES = {
     FGSM: lambda a, threat, pixels: 1,
     BIM: lambda a, threat, pixels: a.steps,
+    MIFGSM: lambda a, threat, pixels: a.steps,
     PGD: lambda a, threat, pixels: _restarted(a),
     CarliniWagnerLinf: lambda a, threat, pixels: _restarted(a),
     APGDCE: lambda a, threat, pixels: a.restarts * (a.steps + 1),
@@ -97,7 +99,8 @@ class EstimatedGradient(advx.Attack):
     gradients of the same pass reuse its probes and cost nothing).  The wrapper cannot count
     exactly and batch-invariantly (the inner attack hands it subsets of rows that carry no
     identity), so a pass that takes no gradient (PGD's comparison of restarts, DeepFool's
-    re-run) is overcharged; where every pass takes one (fgsm, bim, ddn, pgd without restarts)
+    re-run) is overcharged; where every pass takes one (fgsm, bim, mi-fgsm, ddn, pgd without
+    restarts)
     the count is exact.  ``budget`` is enforced statically: a built-in inner attack whose
     most passes (steps, restarts, search rounds; :data:`MOST_PASSES`) times that charge
     exceed it is refused before any query, when the threat is checked (as a spec is read);

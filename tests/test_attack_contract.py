@@ -33,6 +33,7 @@ CONTRACT_PARAMS = {
     "one-pixel": {"population": 40, "iterations": 10},
     "square": {"queries": 200},
     "cw-l2": {"steps": 20, "binary_search_steps": 2},
+    "estimated-gradient": {"attack": {"name": "pgd", "steps": 5}, "samples": 8, "sigma": 0.01},
 }
 
 

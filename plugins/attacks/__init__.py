@@ -8,8 +8,10 @@ from .boundary import Boundary
 from .cw import CarliniWagnerL2, CarliniWagnerLinf
 from .ddn import DDN
 from .deepfool import DeepFool
+from .estimated import EstimatedGradient
 from .fgsm import FGSM
 from .jsma import JSMA
+from .mi_fgsm import MIFGSM
 from .noise import GaussianNoise, UniformNoise
 from .one_pixel import OnePixel
 from .pgd import PGD
@@ -24,6 +26,7 @@ def advx_register_attacks(register):
     register(FGSM)
     register(BIM)
     register(PGD)
+    register(MIFGSM)
     register(CarliniWagnerL2)
     register(CarliniWagnerLinf)
     register(DeepFool)
@@ -39,3 +42,4 @@ def advx_register_attacks(register):
     register(APGDDLR)
     register(Square)
     register(JSMA)
+    register(EstimatedGradient)

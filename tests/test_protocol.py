@@ -25,6 +25,7 @@ class FakeSession:
         self.y, self._clean, self._preds = y, clean, preds
         # what the sanity checks read: bounds and input shape
         self.bounds, self.x = (0.0, 1.0), torch.zeros(len(y), 1, 28, 28)
+        self.device = torch.device("cpu")
 
     def clean_correct(self, model):
         return self._clean[model.id]

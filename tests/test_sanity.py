@@ -12,10 +12,28 @@ from advx.plugins.protocols.sanity import sanity_flags
 from click.testing import CliRunner
 
 
-def _session(*attacks):
+def _session(*attacks, modules=None):
     specs = [AttackSpec(ident, advx.get_attack(name, **params), norm, (None,))
              for ident, name, params, norm in attacks]
-    return types.SimpleNamespace(bounds=(0.0, 1.0), x=torch.zeros(2, 1, 28, 28), attacks=specs)
+    modules = modules or {}
+    return types.SimpleNamespace(
+        bounds=(0.0, 1.0), x=torch.zeros(2, 1, 28, 28), attacks=specs, device="cpu",
+        models=[types.SimpleNamespace(id=ident) for ident in modules],
+        module=lambda model: modules[model.id])
+
+
+class _Looping(torch.nn.Module):
+    """Classifies after ``steps`` refinements of its input by one submodule (an optimisation
+    at inference, as ABS runs)."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.refine, self.head, self.steps = torch.nn.Identity(), torch.nn.Flatten(), steps
+
+    def forward(self, x):
+        for _ in range(self.steps):
+            x = self.refine(x)
+        return self.head(x)[:, :10]
 
 
 def _row(attack, robust, eps, norm="linf", model="m"):
@@ -146,3 +164,10 @@ def test_a_clean_fpr_above_the_requested_one_beyond_sampling_error_is_flagged(cl
     detection = [{"model": "d", "requested_fpr": [0.01], "clean_fpr": clean_fpr, "n": n}]
     flags = sanity_flags(session, [], detection)
     assert _checks(flags) == (["clean-fpr-above-requested"] if flagged else [])
+
+
+def test_a_model_that_loops_at_inference_is_flagged():
+    session = _session(modules={"looping": _Looping(5), "plain": _Looping(1)})
+    flags = sanity_flags(session, [])
+    assert _checks(flags) == ["optimisation-at-inference"]
+    assert flags[0]["model"] == "looping" and "'refine' ran 5 times" in flags[0]["detail"]

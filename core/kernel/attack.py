@@ -51,6 +51,10 @@ class Attack:
     # (linf and l2; see ThreatModel.radius and .select): curve sweeps then probe samples at
     # different eps in one call.
     per_sample_eps: ClassVar[bool] = False
+    # What the attack needs from a model beyond its outputs, e.g. "class-reconstructions"
+    # (a generative classifier's; see advx.class_reconstructions): a spec runs it only on model
+    # entries whose plugin ``offers`` all of it.
+    requires: ClassVar[frozenset] = frozenset()
 
     def run(self, model, x, y, threat, *, targets, rng):
         """Return adversarial inputs for the batch, or ``(x_adv, queries)``.

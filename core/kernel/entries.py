@@ -13,6 +13,7 @@ from .recipe import TrainRecipe
 from .threat import ThreatModel
 
 TARGET_MODES = ("random", "next", "least-likely")
+NAIVE_SUFFIX = " (non-adaptive)"  # the id suffix of a model entry's non-adaptive twin
 
 
 @attrs.frozen
@@ -55,7 +56,8 @@ class AttackSpec:
 
     ``eps`` lists the radii it runs at (``(None,)`` for a minimisation attack without eps);
     ``target`` is a class index or one of :data:`TARGET_MODES` when ``targeted``.  A transfer
-    entry also carries its ``source`` model.
+    entry also carries its ``source`` model.  ``models`` names the model entries it runs on
+    (None: every one); a model's ``(non-adaptive)`` twin goes with it.
     """
 
     id: str
@@ -65,11 +67,16 @@ class AttackSpec:
     targeted: bool = False
     target: object = None
     source: ModelSpec | None = None
+    models: tuple | None = None
 
     @property
     def name(self):
         """The attack plugin's registered name."""
         return self.attack.name
+
+    def runs_on(self, model):
+        """Whether this entry attacks the model entry ``model``."""
+        return self.models is None or model.id.removesuffix(NAIVE_SUFFIX) in self.models
 
     def threat(self, eps, bounds):
         """The :class:`ThreatModel` of this entry at ``eps`` for inputs in ``bounds``."""
@@ -103,6 +110,10 @@ class RunSpec:
     def attack(self, ident):
         """The attack entry with id ``ident``."""
         return _by_id(self.attacks, ident, "attack")
+
+    def attacks_on(self, model):
+        """The attack entries that run on the model entry ``model``."""
+        return tuple(a for a in self.attacks if a.runs_on(model))
 
 
 def _by_id(entries, ident, kind):

@@ -16,8 +16,13 @@ is deterministic (a VAE decodes its latent mean) and differentiable in ``x``.
 from typing import ClassVar
 
 import attrs
+import torch
 
+from .errors import UsageError
+from .model import InvariantBatches
 from .recipe import TrainRecipe
+
+RECONSTRUCTIONS = "class_reconstructions"  # the method a generative classifier offers
 
 
 @attrs.frozen(kw_only=True)
@@ -47,3 +52,28 @@ class GenerativeModel:
         when :attr:`uses_classifier`, else None; ``progress`` the fraction of training done
         before this batch, in [0, 1) (for schedules such as a KL warm-up)."""
         raise NotImplementedError
+
+
+def offers_reconstructions(model):
+    """Whether ``model`` (or the module a run's batch-invariance wrapper holds) offers
+    ``class_reconstructions(x)``: a generative classifier such as ABS."""
+    inner = model.module if isinstance(model, InvariantBatches) else model
+    return callable(getattr(inner, RECONSTRUCTIONS, None))
+
+
+def class_reconstructions(model, x):
+    """``(logits (N, K), reconstructions (N, K, C, H, W))`` of a generative classifier: its
+    class scores and ``x`` as each class's generative model reconstructs it (ABS: the
+    decoded optimal latent per class), from one pass.  Through a run's
+    :class:`InvariantBatches` the batch is padded as its forward pass pads it, so a sample's
+    answer does not depend on its batch.  Raises UsageError for a model that offers none."""
+    if isinstance(model, InvariantBatches):
+        n, extra = len(x), -len(x) % model.multiple
+        if n and extra:
+            x = torch.cat([x, x[-1:].detach().expand(extra, *x.shape[1:])])
+        logits, reconstructions = class_reconstructions(model.module, x)
+        return logits[:n], reconstructions[:n]
+    if not offers_reconstructions(model):
+        raise UsageError(f"{type(model).__name__} offers no class-conditional reconstructions "
+                         f"(a generative classifier, abs or binary-abs, does)")
+    return getattr(model, RECONSTRUCTIONS)(x)

@@ -25,6 +25,7 @@ class ModelPlugin:
     name: ClassVar[str]
     default_recipe: ClassVar[dict] = {}
     access: ClassVar[str] = "gradient"
+    offers: ClassVar[frozenset] = frozenset()  # e.g. "class-reconstructions" (Attack.requires)
 
     def build(self, info):
         """A freshly initialised module for a dataset described by ``info`` (DatasetInfo)."""

@@ -122,6 +122,9 @@ class Session:
         return self._sets[memo]
 
     def outcome(self, model, attack, eps):
+        if not attack.runs_on(model):
+            raise UsageError(f"attack entry {attack.id!r} does not run on model {model.id!r} "
+                             f"(its models = {list(attack.models)})")
         key = (model.id, attack.id, eps)
         if key not in self._outcomes:
             obtained = self.obtain(SetRequest(model, attack, eps))

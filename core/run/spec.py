@@ -71,6 +71,7 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
                            where.at("dataset"))
     models = parse_models(registry, data.get("models"), where, base_dir)
     attacks = parse_attacks(registry, data.get("attacks", []), where, base_dir)
+    _check_model_ids(models, attacks, where)
     _check_access(models, attacks, where)
     protocol_table = data.get("protocol", {"name": DEFAULT_PROTOCOL})
     if not isinstance(protocol_table, dict):
@@ -83,19 +84,38 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
                         written_tables={k: data[k] for k in parsers if k in data})
 
 
+def _check_model_ids(models, attacks, where):
+    """Every id an attack entry's ``models`` names is a model entry's."""
+    known = [m.id for m in models]
+    for i, attack in enumerate(attacks):
+        unknown = [m for m in attack.models or () if m not in known]
+        if unknown:
+            raise where.at(f"attacks[{i}]").error(
+                f"models names no model entry {', '.join(map(repr, unknown))}; the model "
+                f"ids are {', '.join(map(repr, known))}")
+
+
 def _check_access(models, attacks, where):
     """No gradient attack on a model that offers scores only (its plugin's ``access``)."""
-    pairs = [(m, a, f"attacks[{i}]") for i, a in enumerate(attacks) for m in models]
+    pairs = [(m, a, f"attacks[{i}]") for i, a in enumerate(attacks) for m in models
+             if a.runs_on(m)]
     pairs += [(a.source, a.attack.source_attack, f"attacks[{i}].source_attack")
               for i, a in enumerate(attacks) if a.source is not None]
     for model, attack, at in pairs:
         attack = getattr(attack, "attack", attack)
+        missing = sorted(set(attack.requires) - set(model.plugin.offers))
+        if missing:
+            raise where.at(at).error(
+                f"attack {attack.name!r} needs a model that offers {', '.join(missing)}, and "
+                f"model {model.id!r} ({model.name}) does not; name the models it runs on: "
+                "models = [...]")
         if attack.access == "gradient" and model.plugin.access == "score":
             raise where.at(at).error(
                 f"attack {attack.name!r} needs gradients, and model {model.id!r} "
                 f"({model.name}) offers scores only (it classifies by an optimisation at "
                 "inference); reach it through gradient estimates: { name = "
-                f"\"estimated-gradient\", attack = {{ name = \"{attack.name}\", ... }} }}")
+                f"\"estimated-gradient\", attack = {{ name = \"{attack.name}\", ... }} }}, or "
+                "leave the model out of the entry's models = [...]")
 
 
 def _text(data, key, source):

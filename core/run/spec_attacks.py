@@ -15,7 +15,7 @@ from ..kernel.threat import NORMS
 from .spec_models import parse_model
 from .spec_parts import array_of_tables, plugin_entry, unique_id
 
-ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target")
+ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target", "models")
 
 
 def parse_attacks(registry, value, where, base_dir):
@@ -31,10 +31,23 @@ def parse_attacks(registry, value, where, base_dir):
             raise at.error(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         eps = _eps_list(table.get("eps"), norm, attack, at)
         targeted, target = _targeting(table, at)
-        spec = AttackSpec(ident, attack, norm, eps, targeted, target, source)
+        spec = AttackSpec(ident, attack, norm, eps, targeted, target, source,
+                          _model_ids(table.get("models"), at))
         _check_threat(spec, at)
         attacks.append(spec)
     return tuple(attacks)
+
+
+def _model_ids(value, at):
+    """The ``models`` an entry runs on: a non-empty list of model ids (checked against the
+    spec's models once those are known), or None for every model."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, str) for v in value)):
+        raise at.error(f"models must be a non-empty list of model ids, e.g. models = "
+                       f"[\"abs\"], got {value!r}")
+    return tuple(dict.fromkeys(value))
 
 
 def _check_threat(spec, at):

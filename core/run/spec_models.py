@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 
 from ..kernel.defense import Detector, TrainingDefense, holdout_shortfall
-from ..kernel.entries import ModelSpec
+from ..kernel.entries import NAIVE_SUFFIX, ModelSpec
 from ..kernel.errors import UsageError
 from ..train.zoo import resolve_recipe
 from .spec_parts import array_of_tables, plugin_entry, unique_id
@@ -27,7 +27,7 @@ def parse_models(registry, value, where, base_dir):
         model = parse_model(registry, table, unique_id(table, used, at), at, base_dir)
         models.append(model)
         if _flag(table, "show_non_adaptive", model, at):
-            naive = attrs.evolve(model, id=f"{model.id} (non-adaptive)", adaptive=False)
+            naive = attrs.evolve(model, id=f"{model.id}{NAIVE_SUFFIX}", adaptive=False)
             unique_id({"id": naive.id}, used, at)
             models.append(naive)
     return tuple(models)

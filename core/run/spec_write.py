@@ -48,6 +48,8 @@ def attack_spec_dict(attack):
     entry["targeted"] = attack.targeted
     if attack.targeted:
         entry["target"] = attack.target
+    if attack.models is not None:
+        entry["models"] = list(attack.models)
     return entry
 
 

@@ -33,6 +33,7 @@ from .networks import (
     SIDE,
     TYPICAL_EPS,
     NoBackward,
+    WithReconstructions,
     build_network,
     easy_eps,
     random_batch,
@@ -79,10 +80,18 @@ class AttackContract:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def network(self, kind, channels):
+        """``build_network(kind, channels)``, as a stand-in generative classifier
+        (:class:`WithReconstructions`) for an attack that requires class reconstructions."""
+        network = build_network(kind, channels)
+        if "class-reconstructions" in self.make_attack().requires:
+            network = WithReconstructions(network, channels)
+        return network
+
     def _attack(self, setting, network="conv", eps=None, channels=1, seed=0, batch=None):
         norm, targeted = setting
         eps = TYPICAL_EPS[norm] if eps is None else eps
-        model = build_network(network, channels).to(self.device)
+        model = self.network(network, channels).to(self.device)
         x, y, targets = batch if batch is not None else random_batch(channels=channels)
         x, y, targets = x.to(self.device), y.to(self.device), targets.to(self.device)
         threat = ThreatModel(norm=norm, eps=eps, targeted=targeted)
@@ -112,7 +121,7 @@ class AttackContract:
     def test_rejects_unsupported_threat_models(self):
         """Unsupported norms (and targeted mode, if absent) raise advx.UsageError."""
         attack = self.make_attack()
-        model = build_network("mlp", 1)
+        model = self.network("mlp", 1)
         x, y, targets = random_batch()
         unsupported = [ThreatModel(norm=n, eps=TYPICAL_EPS[n]) for n in NORMS
                        if n not in attack.supported_norms()]
@@ -138,7 +147,7 @@ class AttackContract:
         default device, a tensor made without ``device=`` lands there and mixing it with the
         batch raises.  (The CPU stand-in for running the attack on CUDA.)"""
         norm, targeted = setting
-        model = build_network("conv", 3).to(self.device)
+        model = self.network("conv", 3).to(self.device)
         x, y, targets = (t.to(self.device) for t in random_batch(channels=3))
         threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
         attack = self.make_attack()
@@ -174,7 +183,7 @@ class AttackContract:
         batch of 3: it draws only from its own stream (``rng``) and couples no samples.  This
         is what lets a run compute a set in any batches or shards."""
         norm, targeted = setting
-        model = InvariantBatches(build_network("conv", 1)).to(self.device)
+        model = InvariantBatches(self.network("conv", 1)).to(self.device)
         x, y, targets = (t.to(self.device) for t in random_batch(n=12, seed=3))
         threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
         seeds = seeds_for(11, 12, self.device)
@@ -208,7 +217,7 @@ class AttackContract:
         norms = sorted(set(attack.supported_norms()) & set(PER_SAMPLE_NORMS))
         if not attack.per_sample_eps or not norms:
             pytest.skip("the attack takes one eps per call")
-        model = build_network("conv", 1).to(self.device)
+        model = self.network("conv", 1).to(self.device)
         x, y, _ = (t.to(self.device) for t in random_batch(n=6, seed=2))
         seeds = seeds_for(7, 6, self.device)
         for norm in norms:
@@ -253,7 +262,7 @@ class AttackContract:
         if access not in ("score", "decision", "transfer"):
             pytest.skip(f"only black-box attacks promise this ({access} access)")
         norm, targeted = setting
-        model = NoBackward(build_network("conv", 1)).to(self.device)
+        model = NoBackward(self.network("conv", 1)).to(self.device)
         x, y, targets = (t.to(self.device) for t in random_batch())
         threat = ThreatModel(norm=norm, eps=TYPICAL_EPS[norm], targeted=targeted)
         result = self.make_attack()(model, x, y, threat, targets=targets if targeted else None)

@@ -2,6 +2,8 @@
 
 import torch
 
+from ..kernel.generative import class_reconstructions
+
 NUM_CLASSES = 10
 SIDE = 8
 # A radius per norm that changes an 8x8 image noticeably without covering the whole box.
@@ -43,6 +45,26 @@ def easy_eps(norm, channels):
             "l1": float(channels * pixels), "l0": pixels}[norm]
 
 
+class WithReconstructions(torch.nn.Module):
+    """``network`` as a stand-in generative classifier: its logits, and as every class's
+    reconstruction of any input a seeded template image of that class (for the attacks that
+    need ``class_reconstructions``, latent descent)."""
+
+    def __init__(self, network, channels, seed=0):
+        super().__init__()
+        self.network = network
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("templates", torch.rand(NUM_CLASSES, channels, SIDE, SIDE,
+                                                     generator=generator))
+
+    def forward(self, x):
+        return self.network(x)
+
+    def class_reconstructions(self, x):
+        templates = self.templates.to(x.dtype).unsqueeze(0)
+        return self.network(x), templates.expand(len(x), *templates.shape[1:])
+
+
 class NoBackward(torch.nn.Module):
     """Wraps a network so that any gradient flowing back through its output fails the test."""
 
@@ -51,10 +73,17 @@ class NoBackward(torch.nn.Module):
         self.network = network
 
     def forward(self, x):
-        out = self.network(x)
-        if out.requires_grad:
-            out.register_hook(_refuse_gradient)
-        return out
+        return _no_backward(self.network(x))
+
+    def class_reconstructions(self, x):
+        logits, reconstructions = class_reconstructions(self.network, x)
+        return _no_backward(logits), _no_backward(reconstructions)
+
+
+def _no_backward(out):
+    if out.requires_grad:
+        out.register_hook(_refuse_gradient)
+    return out
 
 
 def _refuse_gradient(grad):

@@ -11,6 +11,7 @@ from .deepfool import DeepFool
 from .estimated import EstimatedGradient
 from .fgsm import FGSM
 from .jsma import JSMA
+from .latent_descent import LatentDescent
 from .mi_fgsm import MIFGSM
 from .noise import GaussianNoise, UniformNoise
 from .one_pixel import OnePixel
@@ -27,6 +28,7 @@ def advx_register_attacks(register):
     register(BIM)
     register(PGD)
     register(MIFGSM)
+    register(LatentDescent)
     register(CarliniWagnerL2)
     register(CarliniWagnerLinf)
     register(DeepFool)

@@ -102,6 +102,7 @@ class Abs(advx.ModelPlugin):
 
     name: ClassVar[str] = "abs"
     access: ClassVar[str] = "score"
+    offers: ClassVar[frozenset] = frozenset({"class-reconstructions"})
     binary: ClassVar[bool] = False
     default_recipe: ClassVar[dict] = {"epochs": 10, "batch_size": 128, "lr": 3e-3}
     presets: ClassVar[dict] = {

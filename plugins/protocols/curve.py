@@ -41,6 +41,8 @@ def curve_report(context, measure):
         clean[model.id] = float(correct.float().mean())
         measured = []
         for attack in context.attacks:
+            if not attack.runs_on(model):
+                continue
             grid = curves.grid_of(attack, context.attacks)
             if not grid:  # a minimisation attack alone in its norm, without eps
                 outcome = context.outcome(model, attack, None)

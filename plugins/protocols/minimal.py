@@ -135,7 +135,8 @@ def found_distances(context, model, attack_spec, search):
 def _minimal(context, model, norm, at, search=False):
     correct = context.clean_correct(model)
     best = torch.where(correct, torch.inf, 0.0).double()
-    attacks = [a for a in context.attacks if a.norm == norm and not a.targeted]
+    attacks = [a for a in context.attacks
+               if a.norm == norm and not a.targeted and a.runs_on(model)]
     found_by = torch.full_like(context.y, -1)  # index into attacks; -1: none (or misclassified)
     for index, attack in enumerate(attacks):
         for distance in found_distances(context, model, attack, search):

@@ -30,6 +30,8 @@ class RobustAccuracy(advx.Protocol):
             rejected = advx.reject_index(context.module(model))
             survivors = {}  # (norm, eps) -> (robust mask, attack ids)
             for attack in context.attacks:
+                if not attack.runs_on(model):
+                    continue
                 for eps in attack.eps:
                     outcome = context.outcome(model, attack, eps)
                     robust = context.robust_correct(model, outcome)

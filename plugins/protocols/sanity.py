@@ -11,6 +11,8 @@ import math
 import advx
 import attrs
 
+from . import inference_loops
+
 TOLERANCE = 0.01  # robust accuracies closer than 1 point count as equal
 FEW_POINTS = 0.03  # "more than a few points" for the steps/restarts check
 FAR_BELOW = 0.10  # adaptive vs non-adaptive gap that flags a detector
@@ -36,6 +38,7 @@ CHECKS = {
     "clean-fpr-above-requested":
         "a detector rejects more clean test inputs than its requested false-positive rate "
         "allows (beyond three binomial standard errors)",
+    inference_loops.CHECK: inference_loops.DESCRIPTION,
     "more-budget-much-stronger":
         "more steps or restarts of the same attack lower robust accuracy by more than 3 points "
         "(the smaller budget had not converged)",
@@ -75,7 +78,7 @@ def sanity_flags(context, results, detection=()):
             flags += [{**where, **f} for f in _unbounded(group)]
     flags += _rising_with_eps(rows)
     return (flags + _adaptive_far_below(rows) + _naive_stronger(rows)
-            + _fpr_above_requested(detection))
+            + _fpr_above_requested(detection) + inference_loops.inference_loop_flags(context))
 
 
 def _twins(rows):

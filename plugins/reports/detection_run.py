@@ -79,12 +79,12 @@ def render(context, measured, kinds, models, attacks, attempt, slug):
     if not {"scores", "reconstructions"} & set(kinds):
         return
     for model in models:
-        module = context.module(model)
+        module, mine = context.module(model), [a for a in attacks if a.runs_on(model)]
         if "scores" in kinds:
             for index, detected in enumerate(detectors(module)):
-                _score_picture(context, model, attacks, detected, index, attempt, slug)
+                _score_picture(context, model, mine, detected, index, attempt, slug)
         if "reconstructions" in kinds and (found := purifiers(module)):
-            for attack in attacks:
+            for attack in mine:
                 _reconstruction_picture(context, model, attack, found[0], attempt, slug)
 
 

@@ -120,7 +120,8 @@ def render(context, measured, out_dir, spec):
         return done, skipped  # curves only: no adversarial set is read (or computed)
     for model in models:
         for attack in attacks:
-            _adversarial_pictures(context, model, attack, spec, attempt)
+            if attack.runs_on(model):
+                _adversarial_pictures(context, model, attack, spec, attempt)
     return done, skipped
 
 

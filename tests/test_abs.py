@@ -8,6 +8,7 @@ import pytest
 import torch
 from advx.cli import cli
 from advx.plugins.models.abs_inference import LatentSearch, into_ball, losses
+from advx.store.weights import weights_digest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,10 +23,24 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def trained(data, cache):
     return {name: advx.get_model(name, data, params=SMALL, recipe=RECIPE, cache=cache)
             for name in ("abs", "binary-abs")}
+
+
+def test_inference_settings_share_the_training_but_not_the_sets(trained, data, cache):
+    """Other inference settings load the same trained VAEs (no second training), and the
+    weights digest, which keys every adversarial set, tells the settings apart."""
+    other = advx.get_model("abs", data, params={**SMALL, "steps": 5}, recipe=RECIPE,
+                           cache=cache)
+    assert other.advx_metadata["source"] == "cache"
+    assert float(other.inference[1]) == 5 and float(trained["abs"].inference[1]) == 3
+    assert weights_digest(other) != weights_digest(trained["abs"])
 
 
 def _accuracy(model, data):

@@ -50,7 +50,7 @@ def weights_key(identity, dataset):
 
 def model_identity(plugin, recipe, training=None):
     """What a model's trained weights depend on (besides the dataset)."""
-    identity = {"model": plugin.name, "params": plugin_params(plugin),
+    identity = {"model": plugin.name, "params": plugin_params(plugin, identity=True),
                 "recipe": recipe.identity()}
     if training is not None:
         identity["training_defense"] = plugin_identity(training)

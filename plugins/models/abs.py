@@ -53,8 +53,13 @@ def _positive(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
-def _field(default, help_text, validator):
-    return attrs.field(default=default, validator=validator, metadata={"help": help_text})
+def _field(default, help_text, validator, trained=True):
+    """A parameter; ``trained=False`` for the inference settings, which the VAEs' training
+    does not read: they stay out of the weights' cache key (every setting shares one training)
+    and enter the module's state instead (:class:`AbsModule`), so sets computed under one
+    setting are never served for another."""
+    metadata = {"help": help_text, **({} if trained else {"identity": False})}
+    return attrs.field(default=default, validator=validator, metadata=metadata)
 
 
 class AbsModule(torch.nn.Module):
@@ -67,6 +72,11 @@ class AbsModule(torch.nn.Module):
         self.vaes = ClassVAEs(info.num_classes, info.shape[0])
         self.search, self.binary = search, binary
         self.register_buffer("class_scale", torch.ones(info.num_classes))
+        # the inference settings, in the state so that the weights digest (and every set's
+        # key) tells them apart; never loaded from a file (they are this module's own)
+        self.register_buffer("inference", torch.tensor(
+            [search.latents, search.steps, search.lr, search.radius, search.seed],
+            dtype=torch.float64))
 
     def prepare(self, x):
         """The input ABS explains: ``x``, binarized at 0.5 for binary ABS."""
@@ -86,6 +96,11 @@ class AbsModule(torch.nn.Module):
         top = scores.amax(1, keepdim=True)
         numerator = (scores - top).exp()
         return numerator / (numerator.sum(1, keepdim=True) + ETA * (-top).exp())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        own = self.inference.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.inference.copy_(own)
 
     def train(self, mode=True):
         super().train(mode)
@@ -107,18 +122,20 @@ class Abs(advx.ModelPlugin):
     default_recipe: ClassVar[dict] = {"epochs": 10, "batch_size": 128, "lr": 3e-3}
     presets: ClassVar[dict] = {
         "paper": {"latents": 8000, "steps": 50, "lr": 0.05, "radius": 5.0},
-        "cpu": {"latents": 1000, "steps": 10, "lr": 0.05, "radius": 5.0},
+        "cpu": {"latents": 1000, "steps": 3, "lr": 0.05, "radius": 5.0},
     }
 
     latents: int = _field(8000, "prior latents decoded once per class; the best per class "
-                          "starts the optimisation", _positive_int)
+                          "starts the optimisation", _positive_int, trained=False)
     steps: int = _field(50, "Adam steps on the latents at inference (0: selection only)",
-                        _non_negative_int)
-    lr: float = _field(0.05, "Adam learning rate of the latent optimisation", _positive)
-    radius: float = _field(5.0, "each latent stays in the L2 ball of this radius", _positive)
-    beta: float = _field(1.0, "weight of the KL term when the VAEs are trained", _positive)
+                        _non_negative_int, trained=False)
+    lr: float = _field(0.05, "Adam learning rate of the latent optimisation", _positive,
+                       trained=False)
+    radius: float = _field(5.0, "each latent stays in the L2 ball of this radius", _positive,
+                           trained=False)
     seed: int = _field(0, "seed of the prior latents (fixed: the model is deterministic)",
-                       _non_negative_int)
+                       _non_negative_int, trained=False)
+    beta: float = _field(1.0, "weight of the KL term when the VAEs are trained", _positive)
 
     def build(self, info):
         if tuple(info.shape[1:]) != (28, 28):

@@ -119,7 +119,7 @@ class Abs(advx.ModelPlugin):
     access: ClassVar[str] = "score"
     offers: ClassVar[frozenset] = frozenset({"class-reconstructions"})
     binary: ClassVar[bool] = False
-    default_recipe: ClassVar[dict] = {"epochs": 10, "batch_size": 128, "lr": 3e-3}
+    default_recipe: ClassVar[dict] = {"epochs": 20, "batch_size": 128, "lr": 3e-3}
     presets: ClassVar[dict] = {
         "paper": {"latents": 8000, "steps": 50, "lr": 0.05, "radius": 5.0},
         "cpu": {"latents": 1000, "steps": 3, "lr": 0.05, "radius": 5.0},

@@ -1,4 +1,5 @@
-"""A small CNN trained in seconds on real MNIST digits, shared by the attack tests.
+"""A small CNN trained in seconds on real MNIST digits, and a toy MLP, shared by the attack
+tests.
 
 Every argument changes what is trained (and the tests' measured thresholds depend on it), so
 each test module keeps its own settings; this module only keeps the loop in one place.
@@ -40,3 +41,22 @@ def train_small_cnn(x, y, *, widths=(16, 32), kernel=3, padding=1, epochs=1, bat
     else:
         model.zero_grad(set_to_none=True)
     return model
+
+
+def train_toy_mlp(x, y, x_test, y_test, *, hidden=64, steps=150, lr=1e-2):
+    """``(model, x_test, y_test)``: a seeded MLP trained full-batch by Adam on ``(x, y)`` for
+    ``steps`` steps, in eval mode with frozen parameters; asserts over 90% test accuracy."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), hidden),
+                                    torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval().requires_grad_(False)
+    with torch.no_grad():
+        assert (model(x_test).argmax(1) == y_test).float().mean() > 0.9
+    return model, x_test, y_test

@@ -4,6 +4,8 @@ import advx
 import pytest
 import torch
 
+from .small_cnn import train_toy_mlp
+
 EPS = 0.2  # on the toy model below this leaves a mix of fooled and unfooled samples
 STEPS = 10
 
@@ -12,21 +14,7 @@ STEPS = 10
 def toy():
     """``(model, x_test, y_test)``: a seeded MLP on the synthetic dataset, in eval mode."""
     data = advx.get_dataset("synthetic", size=10, n_train=1024, n_test=200, noise=0.2)
-    (x, y), (x_test, y_test) = data.load("train"), data.load("test")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 64),
-                                    torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval().requires_grad_(False)
-    with torch.no_grad():
-        assert (model(x_test).argmax(1) == y_test).float().mean() > 0.9
-    return model, x_test, y_test
+    return train_toy_mlp(*data.load("train"), *data.load("test"))
 
 
 def _threat(norm="linf", eps=EPS, targeted=False):

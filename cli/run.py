@@ -9,6 +9,7 @@ import click
 from advx.run.execute import execute
 from advx.run.spec import load_spec, parse_spec, with_overrides
 
+from .folders import prepare_folders
 from .listing import warn_failures
 from .progress import progress_factory
 
@@ -50,6 +51,7 @@ def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress):
         spec = load_spec(spec_path, registry)
     spec = with_overrides(spec, limit=limit, seed=seed)
     out_dir = out_dir or default_out_dir()
+    prepare_folders(out_dir, cache_dir)  # before any model trains or any attack runs
     execute(spec, registry, out_dir, device=device, cache=cache_dir,
             progress=progress_factory(progress))
     page = out_dir / "report.md"

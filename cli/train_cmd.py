@@ -9,6 +9,7 @@ from advx.run.spec import load_spec
 from advx.train import stack
 from advx.train.builder import Builder
 
+from .folders import prepare_cache
 from .listing import warn_failures
 from .progress import progress_factory
 
@@ -32,6 +33,7 @@ def train_command(spec_path, device, cache_dir, progress):
     registry = advx.get_registry()
     warn_failures(registry)
     spec = load_spec(spec_path, registry)
+    prepare_cache(cache_dir)  # before any model trains
     builder = Builder(spec.dataset, registry, device, cache_dir, progress_factory(progress))
     x, y = spec.dataset.load("test")
     click.echo("| model | defenses | source | test accuracy | seconds | weights |")

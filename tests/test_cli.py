@@ -135,7 +135,7 @@ def test_a_spec_that_selects_no_sample_exits_2(tiny_spec, tmp_path):
     result = invoke("run", tmp_path / "empty.toml", "--out", tmp_path / "out", "--cache",
                     tmp_path / "cache")
     assert result.exit_code == ExitCode.USAGE
-    assert "selects no test sample" in result.output and "classes [99]" in result.output
+    assert "classes [99] are no classes" in result.output and "0 to 9" in result.output
 
 
 def test_missing_spec_file_exits_2(tmp_path):

@@ -3,7 +3,12 @@
 Plugins are frozen attrs classes whose fields are their parameters.  A field may hold another
 plugin (a transfer attack's source attack): its metadata says ``{"plugin": "attacks"}``, the
 registry builds it from a table with a ``name``, and here it is written back as that table.
+The validators at the end (:func:`whole`, :func:`finite`) check numeric parameters: no bool
+taken as a count, no inf or nan taken as a number.
 """
+
+import math
+import numbers
 
 import attrs
 import torch
@@ -68,3 +73,63 @@ def _plain(value, defaults):
     if isinstance(value, dict):
         return {k: _plain(v, defaults) for k, v in value.items()}
     return value
+
+
+# -- validators for numeric plugin parameters -----------------------------------------------------
+# A bool is an int in Python: ``steps = true`` must not count as 1.  Floats must be finite
+# (``inf`` and ``nan`` pass ``gt(0)``-style checks, then break arithmetic much later).
+
+
+def whole(minimum=0, maximum=None, optional=False):
+    """An attrs validator: an int (never a bool) in ``[minimum, maximum]`` (None: unbounded;
+    ``optional``: None is accepted too)."""
+    allowed = f"a whole number >= {minimum}" + (f" and <= {maximum}" if maximum is not None
+                                                else "")
+
+    def check(instance, attribute, value):
+        if optional and value is None:
+            return
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+                or (maximum is not None and value > maximum)):
+            raise ValueError(f"{attribute.name} must be {allowed}"
+                             f"{' or None' if optional else ''}, got {value!r}")
+
+    return check
+
+
+def finite(low=None, high=None, *, low_open=False, high_open=False, optional=False):
+    """An attrs validator: a finite int or float (never a bool, a string or nan) within
+    ``low`` and ``high`` (each inclusive unless ``*_open``; None: unbounded)."""
+    parts = ([f"> {low:g}" if low_open else f">= {low:g}"] if low is not None else [])
+    parts += ([f"< {high:g}" if high_open else f"<= {high:g}"] if high is not None else [])
+    allowed = "a finite number" + (f" {' and '.join(parts)}" if parts else "")
+
+    def check(instance, attribute, value):
+        if optional and value is None:
+            return
+        if not is_finite_number(value) or not _within(value, low, high, low_open, high_open):
+            raise ValueError(f"{attribute.name} must be {allowed}"
+                             f"{' or None' if optional else ''}, got {value!r}")
+
+    return check
+
+
+def to_float(value):
+    """A converter: real numbers (not bools) become floats; anything else is left for the
+    validator to refuse (``float("inf")`` of a string, ``float(True)`` would hide the error)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def is_finite_number(value):
+    """A real number (int, float, numpy scalar; not a bool) that is neither infinite nor nan."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or math.isfinite(value)
+
+
+def _within(value, low, high, low_open, high_open):
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return high is None or (value < high if high_open else value <= high)

@@ -6,6 +6,7 @@ import attrs
 from attrs import validators as v
 
 from .errors import ParameterError
+from .params import finite, whole
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
@@ -25,15 +26,6 @@ def _checked(*validators):
     return check
 
 
-def _not_bool(instance, attribute, value):
-    if isinstance(value, bool):
-        raise TypeError(f"'{attribute.name}' must be a number, not the bool {value!r}")
-
-
-_INT = v.and_(_not_bool, v.instance_of(int))
-_NUMBER = v.and_(_not_bool, v.instance_of((int, float)))
-
-
 @attrs.frozen(kw_only=True)
 class TrainRecipe:
     """How to train a model: optimizer, learning rate, epochs, batch size and seed.
@@ -46,14 +38,14 @@ class TrainRecipe:
     """
 
     optimizer: str = attrs.field(default="adam", validator=_checked(v.in_(OPTIMIZERS)))
-    lr: float = attrs.field(default=1e-3, validator=_checked(_NUMBER, v.gt(0)))
-    epochs: int = attrs.field(default=5, validator=_checked(_INT, v.gt(0)))
-    batch_size: int = attrs.field(default=128, validator=_checked(_INT, v.gt(0)))
-    weight_decay: float = attrs.field(default=0.0, validator=_checked(_NUMBER, v.ge(0)))
-    momentum: float = attrs.field(default=0.9, validator=_checked(_NUMBER, v.ge(0), v.lt(1)))
-    seed: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
+    lr: float = attrs.field(default=1e-3, validator=_checked(finite(0, low_open=True)))
+    epochs: int = attrs.field(default=5, validator=_checked(whole(1)))
+    batch_size: int = attrs.field(default=128, validator=_checked(whole(1)))
+    weight_decay: float = attrs.field(default=0.0, validator=_checked(finite(0)))
+    momentum: float = attrs.field(default=0.9, validator=_checked(finite(0, 1, high_open=True)))
+    seed: int = attrs.field(default=0, validator=_checked(whole(0)))
     lr_schedule: str = attrs.field(default="constant", validator=_checked(v.in_(LR_SCHEDULES)))
-    holdout: int = attrs.field(default=0, validator=_checked(_INT, v.ge(0)))
+    holdout: int = attrs.field(default=0, validator=_checked(whole(0)))
 
     @classmethod
     def from_dict(cls, d, base=None):

@@ -17,12 +17,17 @@
     name = "robust-accuracy"
     limit = 1000
 
+A spec file is a regular file of at most 1 MiB (``/dev/zero`` or a pipe is refused before it
+is read) whose values nest at most :data:`~advx.run.spec_parts.MAX_DEPTH` deep.
+
 Other top-level tables belong to the plugins that claim them (``advx_register_tables``; the
 built-in reports plugin reads ``[pictures]``).  The result is a :class:`advx.RunSpec` of
 validated plugin instances.  Every error names the file, the key and what is allowed
 (:class:`SpecError`, exit code 2).
 """
 
+import os
+import stat
 import tomllib
 from pathlib import Path
 
@@ -32,22 +37,38 @@ from ..kernel.entries import RunSpec
 from ..kernel.errors import UsageError
 from .spec_attacks import parse_attacks
 from .spec_models import parse_models
-from .spec_parts import SpecError, Where, plugin_entry, table_at
+from .spec_parts import MAX_DEPTH, SpecError, Where, check_depth, plugin_entry, table_at
 
 CORE_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
 DEFAULT_PROTOCOL = "robust-accuracy"
+MAX_SPEC_BYTES = 1 << 20
 
 
 def load_spec(path, registry):
     """Read and validate the TOML spec at ``path``."""
     path = Path(path)
+    return parse_spec(read_spec_text(path), registry, source=str(path), base_dir=path.parent)
+
+
+def read_spec_text(path):
+    """The text of the spec file ``path``: a regular file of at most :data:`MAX_SPEC_BYTES`
+    (a device or a pipe is refused before it is opened)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise SpecError(f"{path}: not a regular file; a spec is a TOML file")
+        with open(path, "rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read the spec: {exc}") from None
-    return parse_spec(text, registry, source=str(path), base_dir=path.parent)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: the spec is larger than {MAX_SPEC_BYTES >> 20} MiB; "
+                        "allowed: a TOML file of at most 1 MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
 
 
 def parse_spec(text, registry, source="<spec>", base_dir=None):
@@ -56,6 +77,10 @@ def parse_spec(text, registry, source="<spec>", base_dir=None):
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: tables and arrays nest too deeply; allowed: at most "
+                        f"{MAX_DEPTH} levels") from None
+    check_depth(data, source)
     return spec_from_dict(data, registry, source=source, base_dir=base_dir)
 
 
@@ -78,6 +103,7 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
         raise where.at("protocol").error("must be a table, e.g. [protocol] with name = \"...\"")
     protocol = plugin_entry(registry, "protocols", {"name": DEFAULT_PROTOCOL, **protocol_table},
                             where.at("protocol"))
+    _check_classes(dataset.info.num_classes, protocol, attacks, where)
     spec = RunSpec(dataset, models, attacks, protocol, _text(data, "title", source),
                    _text(data, "description", source), source)
     return attrs.evolve(spec, tables=_claimed(data, parsers, spec, where),
@@ -118,10 +144,23 @@ def _check_access(models, attacks, where):
                 "leave the model out of the entry's models = [...]")
 
 
+def _check_classes(count, protocol, attacks, where):
+    """The protocol's ``classes`` and the attacks' fixed targets are classes of the dataset."""
+    allowed = f"allowed: class indices 0 to {count - 1} (the dataset has {count} classes)"
+    wrong = [c for c in protocol.classes or () if c >= count]
+    if wrong:
+        raise where.at("protocol").error(f"classes {wrong} are no classes of the dataset; "
+                                         f"{allowed}")
+    for i, attack in enumerate(attacks):
+        if isinstance(attack.target, int) and attack.target >= count:
+            raise where.at(f"attacks[{i}]").error(f"target {attack.target} is no class of the "
+                                                  f"dataset; {allowed}")
+
+
 def _text(data, key, source):
     value = data.get(key, "")
     if not isinstance(value, str):
-        raise SpecError(f"{source}: {key} must be a string, got {value!r}")
+        raise SpecError(f"{source}: [{key}] must be a string, got {value!r}")
     return value
 
 

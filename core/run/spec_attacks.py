@@ -1,11 +1,14 @@
 """The ``[[attacks]]`` tables of a run spec: the attack, its threat model(s) and targets.
 
 An entry's ``eps`` is a number, a list, or a linear range ``{ from = A, to = B, count = N }``.
+Every eps is finite; a value listed twice is evaluated once (duplicates are merged, the first
+place kept), and an entry holds at most :data:`MAX_EPS` distinct values.
 A transfer entry's ``source`` model table becomes a model entry of its own
 (:attr:`advx.kernel.entries.AttackSpec.source`); its ``source_attack`` table is built by the
 registry like any plugin parameter that holds a plugin.
 """
 
+import math
 from fractions import Fraction
 
 from ..kernel.attack import TransferAttack
@@ -16,6 +19,7 @@ from .spec_models import parse_model
 from .spec_parts import array_of_tables, plugin_entry, unique_id
 
 ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target", "models")
+MAX_EPS = 1000  # distinct eps values of one entry (as many as an eps range may have)
 
 
 def parse_attacks(registry, value, where, base_dir):
@@ -87,11 +91,14 @@ def _eps_list(value, norm, attack, at):
     values = value if isinstance(value, list) else [value]
     if not values:
         raise at.error("eps must not be an empty list")
-    out = []
+    out = {}
     for v in values:
         eps = _eps_number(v, at)
         _check_eps_range(eps, norm, at)
-        out.append(eps)
+        out[eps] = None
+        if len(out) > MAX_EPS:
+            raise at.error(f"eps lists more than {MAX_EPS} distinct values; allowed: at most "
+                           f"{MAX_EPS} (a range: {{ from = 0.01, to = 0.3, count = 30 }})")
     return tuple(out)
 
 
@@ -119,14 +126,14 @@ def _eps_number(v, at):
         eps = float(Fraction(v)) if isinstance(v, str) else v
         if isinstance(eps, bool) or not isinstance(eps, int | float):
             raise ValueError
-    except (ValueError, ZeroDivisionError):
-        raise at.error(f"eps must be numbers like 0.3 or \"8/255\", got {v!r}") from None
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise at.error(f"eps must be finite numbers like 0.3 or \"8/255\", got {v!r}") from None
     return float(eps)
 
 
 def _check_eps_range(eps, norm, at):
     limit = 1.0 if norm == "linf" else float("inf")
-    if not 0 <= eps <= limit or eps != eps:
+    if not 0 <= eps <= limit or not math.isfinite(eps):
         allowed = "0 <= eps <= 1 (inputs lie in [0, 1])" if norm == "linf" else "a finite eps >= 0"
         raise at.error(f"eps {eps:g} is out of range for {norm}: allowed {allowed}")
     if norm == "l0" and eps != int(eps):

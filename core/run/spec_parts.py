@@ -2,6 +2,8 @@
 
 from ..kernel.errors import UsageError
 
+MAX_DEPTH = 16  # tables and arrays nested in a spec, the top-level table counting as 1
+
 
 class SpecError(UsageError):
     """A run spec that cannot be used as written."""
@@ -58,3 +60,16 @@ def unique_id(table, used, where):
         raise where.error(f"id {ident!r} is used twice; give each entry its own id = \"...\"")
     used.add(ident)
     return ident
+
+
+def check_depth(data, source):
+    """Refuse values nested more than :data:`MAX_DEPTH` deep (iteratively: no recursion)."""
+    level = [data]
+    for _ in range(MAX_DEPTH):
+        level = [v for value in level
+                 for v in (value.values() if isinstance(value, dict) else value)
+                 if isinstance(v, dict | list)]
+        if not level:
+            return
+    raise SpecError(f"{source}: tables and arrays nest more than {MAX_DEPTH} levels deep; "
+                    f"allowed: at most {MAX_DEPTH}")

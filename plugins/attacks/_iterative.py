@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import attrs
 import torch
+from advx.kernel.params import finite, to_float, whole
 
 from ._gradients import (
     ascent_direction,
@@ -170,15 +171,14 @@ def attack_labels(y, targets, threat):
 def steps_field(default):
     """The ``steps`` parameter of an iterative attack."""
     return attrs.field(
-        default=default, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        default=default, validator=whole(1),
         metadata={"help": "number of gradient steps"})
 
 
 def step_size_field(rule):
     """The optional absolute ``step_size`` parameter; ``rule`` says what None means."""
     return attrs.field(
-        default=None, converter=attrs.converters.optional(float),
-        validator=attrs.validators.optional(attrs.validators.gt(0)),
+        default=None, converter=to_float, validator=finite(0, low_open=True, optional=True),
         metadata={"help": f"absolute step size on the input scale (default: {rule})"})
 
 

@@ -13,6 +13,7 @@ read gradients.
 import attrs
 import torch
 from advx import fold_rejection
+from advx.kernel.params import whole
 from torch.nn import functional as F
 
 from ._gradients import fooled, per_sample
@@ -38,7 +39,7 @@ def count_field(default, help_text, minimum=1):
     """An integer parameter (steps, draws, repeats) with a lower bound."""
     return attrs.field(
         default=default,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(minimum)],
+        validator=whole(minimum),
         metadata={"help": help_text})
 
 

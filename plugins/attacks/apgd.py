@@ -13,6 +13,7 @@ from fractions import Fraction
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite, to_float, whole
 
 from ._gradients import (
     GRADIENT_NORMS,
@@ -85,12 +86,11 @@ class _APGD(advx.FixedEpsilonAttack):
 
     steps: int = steps_field(100)
     restarts: int = attrs.field(
-        default=1, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        default=1, validator=whole(1),
         metadata={"help": "independent runs from random starts; per sample the strongest "
                           "result is kept"})
     rho: float = attrs.field(
-        default=0.75, converter=float,
-        validator=[attrs.validators.gt(0), attrs.validators.le(1)],
+        default=0.75, converter=to_float, validator=finite(0, 1, low_open=True),
         metadata={"help": "halve the step at a checkpoint when fewer than this fraction of "
                           "the steps since the previous one raised the loss"})
 

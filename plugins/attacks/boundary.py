@@ -5,6 +5,7 @@ import math
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite, to_float, whole
 
 from ._iterative import attack_labels
 from ._queries import (
@@ -28,9 +29,9 @@ def _covers_the_start(instance, attribute, value):
                          f"noise draw and init_search_steps ({instance.init_search_steps})")
 
 
-def _step_field(default, help_text, above=0.0, below=math.inf):
-    return attrs.field(default=default, converter=float,
-                       validator=[attrs.validators.gt(above), attrs.validators.lt(below)],
+def _step_field(default, help_text, above=0.0, below=None):
+    return attrs.field(default=default, converter=to_float,
+                       validator=finite(above, below, low_open=True, high_open=True),
                        metadata={"help": help_text})
 
 
@@ -63,7 +64,7 @@ class Boundary(advx.MinimizationAttack):
     supports_targeted = True
 
     queries: int = attrs.field(
-        default=5000, validator=[attrs.validators.instance_of(int), _covers_the_start],
+        default=5000, validator=[whole(1), _covers_the_start],
         metadata={"help": "model evaluations per sample, start search included"})
     spherical_step: float = _step_field(0.01, "initial orthogonal step, relative to the distance")
     source_step: float = _step_field(0.01, "initial step toward x, relative to the distance",

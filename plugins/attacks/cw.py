@@ -7,6 +7,7 @@ import math
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite, to_float, whole
 
 from ._gradients import (
     gradient_by_chunks,
@@ -50,7 +51,7 @@ class _TanhBox:
 
 
 def _positive_float(default, help_text):
-    return attrs.field(default=default, converter=float, validator=attrs.validators.gt(0),
+    return attrs.field(default=default, converter=to_float, validator=finite(0, low_open=True),
                        metadata={"help": help_text})
 
 
@@ -78,7 +79,7 @@ class CarliniWagnerL2(advx.MinimizationAttack):
 
     steps: int = steps_field(100)
     binary_search_steps: int = attrs.field(
-        default=9, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        default=9, validator=whole(1),
         metadata={"help": "rounds of the per-sample search on the constant c"})
     lr: float = _positive_float(
         0.1, "Adam's learning rate on the tanh-space variable w (the paper's 0.01 suits its "
@@ -175,8 +176,7 @@ class CarliniWagnerLinf(advx.FixedEpsilonAttack):
         default=True, validator=attrs.validators.instance_of(bool),
         metadata={"help": "start each run at a uniformly random point of the ball"})
     restarts: int = attrs.field(
-        default=1, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1),
-                              _restarts_need_random_start],
+        default=1, validator=[whole(1), _restarts_need_random_start],
         metadata={"help": "independent runs; per sample the strongest result is kept"})
     confidence: float = confidence_field()
 

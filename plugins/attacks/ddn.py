@@ -6,19 +6,15 @@ import math
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite, to_float
 
 from ._gradients import ascent_direction, fooled, objective_gradient, per_sample, per_sample_where
 from ._iterative import attack_labels, constant_queries, steps_field
 
 
 def _positive_float(default, help_text):
-    return attrs.field(default=default, converter=float, validator=attrs.validators.gt(0),
+    return attrs.field(default=default, converter=to_float, validator=finite(0, low_open=True),
                        metadata={"help": help_text})
-
-
-def _below_one(instance, attribute, value):
-    if not value < 1:
-        raise ValueError(f"gamma must be < 1, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -47,7 +43,8 @@ class DDN(advx.MinimizationAttack):
     init_epsilon: float = _positive_float(
         1.0, "the first value of epsilon, the norm each step's perturbation is rescaled to")
     gamma: float = attrs.field(
-        default=0.05, converter=float, validator=[attrs.validators.gt(0), _below_one],
+        default=0.05, converter=to_float,
+        validator=finite(0, 1, low_open=True, high_open=True),
         metadata={"help": "epsilon shrinks by 1 - gamma after an adversarial step, else grows "
                           "by 1 + gamma"})
     max_step: float = _positive_float(1.0, "step size alpha of the first step")

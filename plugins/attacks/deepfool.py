@@ -6,6 +6,7 @@ import advx
 import attrs
 import torch
 from advx import fold_rejection
+from advx.kernel.params import finite, to_float, whole
 
 from ._gradients import chunk_size, per_sample
 
@@ -44,13 +45,13 @@ class DeepFool(advx.MinimizationAttack):
     supports_targeted = False
 
     steps: int = attrs.field(
-        default=50, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        default=50, validator=whole(1),
         metadata={"help": "maximum number of linearisation steps"})
     overshoot: float = attrs.field(
-        default=0.02, converter=float, validator=attrs.validators.ge(0),
+        default=0.02, converter=to_float, validator=finite(0),
         metadata={"help": "the total perturbation is scaled by 1 + overshoot"})
     candidates: int = attrs.field(
-        default=10, validator=[attrs.validators.instance_of(int), attrs.validators.ge(2)],
+        default=10, validator=whole(2),
         metadata={"help": "classes considered: the true label and the highest-ranked others "
                           "by the clean logits (capped at the number of classes)"})
 

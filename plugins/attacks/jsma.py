@@ -20,6 +20,7 @@ import math
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite, to_float
 
 from ._gradients import fooled
 from ._losses import best_other_class
@@ -108,11 +109,11 @@ class JSMA(advx.MinimizationAttack):
     revision = 2  # gradients weighted by the headroom of each pixel
 
     theta: float = attrs.field(
-        default=1.0, converter=float, validator=[attrs.validators.gt(0), attrs.validators.le(1)],
+        default=1.0, converter=to_float, validator=finite(0, 1, low_open=True),
         metadata={"help": "change per selected pixel as a fraction of the bounds' width "
                           "(1: set it to the upper bound)"})
     gamma: float = attrs.field(
-        default=0.1, converter=float, validator=[attrs.validators.gt(0), attrs.validators.le(1)],
+        default=0.1, converter=to_float, validator=finite(0, 1, low_open=True),
         metadata={"help": "largest fraction of the pixels that may be changed when the "
                           "threat model has no eps (with an eps, eps pixels may be)"})
 

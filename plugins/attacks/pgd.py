@@ -2,6 +2,7 @@
 
 import advx
 import attrs
+from advx.kernel.params import finite, to_float, whole
 
 from ._gradients import GRADIENT_NORMS, random_start
 from ._iterative import (
@@ -44,8 +45,7 @@ class PGD(advx.FixedEpsilonAttack):
     steps: int = steps_field(40)
     step_size: float | None = step_size_field("rel_step_size * eps")
     rel_step_size: float | None = attrs.field(
-        default=None, converter=attrs.converters.optional(float),
-        validator=attrs.validators.optional(attrs.validators.gt(0)),
+        default=None, converter=to_float, validator=finite(0, low_open=True, optional=True),
         metadata={"help": "step size as a fraction of eps, used when step_size is None "
                           "(default 2.5 / steps, so a run can travel 2.5 eps; Madry's MNIST "
                           "schedule, 40 steps of 0.01 at eps 0.3, is step_size = 0.01)"})
@@ -53,8 +53,7 @@ class PGD(advx.FixedEpsilonAttack):
         default=True, validator=attrs.validators.instance_of(bool),
         metadata={"help": "start each run at a uniformly random point of the ball"})
     restarts: int = attrs.field(
-        default=1, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1),
-                              _restarts_need_random_start],
+        default=1, validator=[whole(1), _restarts_need_random_start],
         metadata={"help": "independent runs; per sample the strongest result is kept"})
 
     def run(self, model, x, y, threat, *, targets, rng):

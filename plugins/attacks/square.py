@@ -12,6 +12,7 @@ import math
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite, to_float, whole
 
 from ._gradients import fooled, per_sample, per_sample_where
 from ._iterative import attack_labels
@@ -87,10 +88,10 @@ class Square(advx.FixedEpsilonAttack):
     supports_targeted = True
 
     queries: int = attrs.field(
-        default=5000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        default=5000, validator=whole(1),
         metadata={"help": "query budget per sample: forward passes, the clean input included"})
     p_init: float = attrs.field(
-        default=0.8, converter=float, validator=[attrs.validators.gt(0), attrs.validators.le(1)],
+        default=0.8, converter=to_float, validator=finite(0, 1, low_open=True),
         metadata={"help": "initial fraction of pixels in the square; halves on the paper's "
                           "schedule (rescaled to the query budget)"})
 

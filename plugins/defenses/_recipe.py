@@ -2,6 +2,7 @@
 
 import advx
 import attrs
+from advx.kernel.params import finite, whole
 from attrs import validators as v
 
 FIELDS = ("epochs", "lr", "batch_size", "optimizer", "lr_schedule")
@@ -17,10 +18,10 @@ class RecipeOverrides(advx.TrainingDefense):
     """A training defense whose fields ``epochs``, ``lr``, ``batch_size``, ``optimizer`` and
     ``lr_schedule`` replace the model's recipe where they are set (None: keep it)."""
 
-    epochs: int | None = _optional(int, "epochs (None: the model's recipe)", v.gt(0))
+    epochs: int | None = _optional(int, "epochs (None: the model's recipe)", whole(1))
     lr: float | None = _optional((int, float), "learning rate (None: the model's recipe)",
-                                 v.gt(0))
-    batch_size: int | None = _optional(int, "batch size (None: the model's recipe)", v.gt(0))
+                                 finite(0, low_open=True))
+    batch_size: int | None = _optional(int, "batch size (None: the model's recipe)", whole(1))
     optimizer: str | None = _optional(str, "adam or sgd (None: the model's recipe)",
                                       v.in_(("adam", "sgd")))
     lr_schedule: str | None = _optional(str, "constant or cosine (None: the model's recipe)",

@@ -14,6 +14,7 @@ import json
 import advx
 import attrs
 import torch.nn.functional as F
+from advx.kernel.params import finite, whole
 from attrs import validators as v
 
 from ._recipe import RecipeOverrides
@@ -22,9 +23,13 @@ NORMS = ("linf", "l2")
 
 
 def _positive(default, help_text, integer=False):
-    kind = int if integer else (int, float)
-    return attrs.field(default=default, validator=[v.instance_of(kind), v.gt(0)],
-                       metadata={"help": help_text})
+    check = whole(1) if integer else finite(0, low_open=True)
+    return attrs.field(default=default, validator=check, metadata={"help": help_text})
+
+
+def _eps_in_range(instance, attribute, value):
+    """linf: 0 < eps <= 1 (inputs lie in [0, 1], as an attack entry's eps); l2: finite > 0."""
+    finite(0, 1 if instance.norm == "linf" else None, low_open=True)(instance, attribute, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -33,9 +38,10 @@ class _AdversaryTraining(RecipeOverrides):
 
     norm: str = attrs.field(default="linf", validator=v.in_(NORMS),
                             metadata={"help": "the threat model's norm: linf or l2"})
-    eps: float = _positive(0.3, "radius of the training threat model")
+    eps: float = attrs.field(default=0.3, validator=_eps_in_range, metadata={
+        "help": "radius of the training threat model (linf: at most 1)"})
     clean_weight: float = attrs.field(
-        default=0.0, validator=[v.instance_of((int, float)), v.ge(0), v.le(1)],
+        default=0.0, validator=finite(0, 1),
         metadata={"help": "weight of the clean loss mixed in (0: adversarial loss only)"})
 
     def attack_params(self):

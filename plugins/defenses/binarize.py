@@ -3,11 +3,12 @@
 import advx
 import attrs
 import torch
+from advx.kernel.params import is_finite_number
 
 
 def _number(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{attribute.name} must be a number, got {value!r}")
+    if not is_finite_number(value):
+        raise TypeError(f"{attribute.name} must be a finite number, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

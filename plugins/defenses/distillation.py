@@ -5,7 +5,7 @@ import copy
 import attrs
 import torch
 import torch.nn.functional as F
-from attrs import validators as v
+from advx.kernel.params import finite, to_float
 
 from ._recipe import RecipeOverrides
 
@@ -34,7 +34,7 @@ class Distillation(RecipeOverrides):
     }
 
     temperature: float = attrs.field(
-        default=100.0, converter=float, validator=v.gt(0),
+        default=100.0, converter=to_float, validator=finite(0, low_open=True),
         metadata={"help": "softmax temperature T of teacher and student training"})
 
     def train(self, module, recipe, context):

@@ -4,6 +4,7 @@ from typing import ClassVar
 
 import advx
 import attrs
+from advx.kernel.params import is_finite_number
 from attrs import validators as v
 
 from ._generative import Divergence, Purifier, ReconstructionError, classifier_for, generator_field
@@ -12,8 +13,8 @@ DEFAULT_GENERATORS = {"dae": "magnet-dae", "puvae": "cvae"}
 
 
 def _positive(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
+    if not is_finite_number(value) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

@@ -70,13 +70,25 @@ def parse_pictures(value, spec):
     samples = value.get("samples", 10)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 20:
         raise advx.UsageError(f"samples must be a whole number from 1 to 20, got {samples!r}")
-    indices = value.get("indices")
-    if indices is not None and (not isinstance(indices, list) or not indices or len(indices) > 20
-                                or not all(isinstance(i, int) and not isinstance(i, bool)
-                                           and i >= 0 for i in indices)):
-        raise advx.UsageError(
-            "indices must be a list of 1 to 20 positions (>= 0) among the evaluated samples")
-    return PicturesSpec(kinds, samples, tuple(indices) if indices else None, **chosen)
+    indices = _indices(value.get("indices"), spec.protocol.limit)
+    return PicturesSpec(kinds, samples, indices, **chosen)
+
+
+def _indices(indices, limit):
+    """The ``indices`` of a ``[pictures]`` table: 1 to 20 distinct positions among the evaluated
+    samples, each below the protocol's ``limit`` where it is set."""
+    if indices is None:
+        return None
+    top = "" if limit is None else f" and < {limit} (the protocol's limit)"
+    if (not isinstance(indices, list) or not 1 <= len(indices) <= 20
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                       for i in indices)):
+        raise advx.UsageError(f"indices must be a list of 1 to 20 positions (>= 0{top}) among "
+                              f"the evaluated samples, got {indices!r}")
+    if limit is not None and max(indices) >= limit:
+        raise advx.UsageError(f"indices {[i for i in indices if i >= limit]} are beyond the "
+                              f"{limit} evaluated samples; allowed: positions 0 to {limit - 1}")
+    return tuple(dict.fromkeys(indices))
 
 
 def _names(value, allowed, key):
@@ -118,11 +130,22 @@ def render(context, measured, out_dir, spec):
     detection_run.render(context, measured, spec.kinds, models, attacks, attempt, _slug)
     if not set(spec.kinds) & ADVERSARIAL_KINDS:
         return done, skipped  # curves only: no adversarial set is read (or computed)
+    skipped += _beyond(spec.indices, len(context.y))
     for model in models:
         for attack in attacks:
             if attack.runs_on(model):
                 _adversarial_pictures(context, model, attack, spec, attempt)
     return done, skipped
+
+
+def _beyond(indices, n):
+    """A skipped entry for the indices past the ``n`` evaluated samples (``--limit`` can lower
+    the count after the spec was read), which no picture can show."""
+    beyond = [i for i in indices or () if i >= n]
+    if not beyond:
+        return []
+    return [{"kind": "indices", "reason": f"indices {beyond} are beyond the {n} evaluated "
+                                          f"samples (positions 0 to {n - 1}) and are not drawn"}]
 
 
 def _chosen(entries, ids):

@@ -22,6 +22,11 @@ class UsageError(AdvxError, ValueError):
     """Bad input from the user: a spec, a parameter, a name. The CLI exits 2."""
 
 
+class StorageError(UsageError):
+    """A file advx must write cannot be: the disk is full, a quota is reached, the folder is
+    read-only or not writable. What was stored before is kept; the CLI exits 2."""
+
+
 class UnknownPluginError(UsageError, LookupError):
     """A name that no installed plugin registered."""
 

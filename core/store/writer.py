@@ -18,6 +18,11 @@ partial file that cannot be opened, or was made for another layout, is discarded
 When every row is recorded, :meth:`SetWriter.finish` writes the complete file (x_adv chunked
 and compressed, the shard records sorted), renames it to ``<key>.h5`` and removes the partial
 file. Only one process works on a key at a time (:class:`advx.store.lock.SetLock`).
+
+HDF5 never writes these files on disk: they are built in memory and written by Python
+(:mod:`advx.store.h5image`), rows by positional writes (:mod:`advx.store.rows`). A full disk
+or an unwritable folder is a :class:`~advx.kernel.errors.StorageError` that leaves the partial
+file with the shards recorded so far, which the next run resumes.
 """
 
 import json
@@ -26,7 +31,7 @@ import pathlib
 import h5py
 import numpy as np
 
-from .atomic import fsync_path, write_file
+from .atomic import storage_errors
 from .format import (
     FINAL_SUFFIX,
     FORMAT,
@@ -38,9 +43,12 @@ from .format import (
     arrays_digest,
     check_format,
 )
+from .h5image import write_h5
+from .rows import RowFile, is_contiguous
 
 FILL_ROWS = 4096  # rows zero-filled per write when a partial file is created
 SPARE_SLOTS = 64  # record slots beyond one per row (shards whose digest failed use one too)
+RECORDS = ("start", "stop", "done", "seconds", "digest")  # datasets of the group "shards"
 
 
 class SetWriter:
@@ -53,7 +61,7 @@ class SetWriter:
         self.slots = self.n + SPARE_SLOTS
         self.path = self.directory / f"{key}{PARTIAL_SUFFIX}"
         self.final_path = self.directory / f"{key}{FINAL_SUFFIX}"
-        self._file = None
+        self._rows = None
         self._next_slot = 0
 
     # -- resuming --------------------------------------------------------------------------
@@ -90,6 +98,9 @@ class SetWriter:
         for name in INPUTS:
             if not np.array_equal(f[name][()], self.inputs[name]):
                 raise _Mismatch
+        for name in RESULTS + tuple(f"shards/{r}" for r in RECORDS):
+            if not is_contiguous(f[name]):
+                raise _Mismatch  # rows without a fixed place: written by another writer
 
     def _verified(self, f):
         records = f["shards"]
@@ -113,31 +124,34 @@ class SetWriter:
 
     def open(self, layout):
         """Open the partial file for writing, creating it if absent."""
-        if not self.path.exists():
-            self._create(layout)
-            self._next_slot = 0
-        self._file = h5py.File(self.path, "r+")
+        with storage_errors(self.path):
+            if not self.path.exists():
+                self._create(layout)
+                self._next_slot = 0
+            names = RESULTS + tuple(f"shards/{r}" for r in RECORDS)
+            self._rows = RowFile(self.path, names)
         return self
 
     def close(self):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._rows is not None:
+            self._rows.close()
+            self._rows = None
 
     def write_rows(self, start, stop, results, seconds):
         """Store the rows ``start:stop`` (a dict of numpy arrays) and then their record."""
-        f = self._file
-        for name in RESULTS:
-            f[name][start:stop] = results[name]
-        self._sync()
-        records, slot = f["shards"], self._next_slot
+        slot = self._next_slot
         if slot >= self.slots:
             raise RuntimeError(f"{self.path.name}: no free shard record (more shards than rows)")
-        records["start"][slot], records["stop"][slot] = start, stop
-        records["digest"][slot] = arrays_digest(results).encode()
-        records["seconds"][slot] = seconds
-        records["done"][slot] = 1
-        self._sync()
+        record = {"start": start, "stop": stop, "digest": arrays_digest(results).encode(),
+                  "seconds": seconds}
+        with storage_errors(self.path):
+            for name in RESULTS:
+                self._rows.write(name, start, results[name])
+            self._rows.sync()
+            for name, value in record.items():
+                self._rows.write(f"shards/{name}", slot, np.array([value]))
+            self._rows.write("shards/done", slot, np.array([1]))
+            self._rows.sync()
         self._next_slot += 1
 
     def finish(self):
@@ -154,34 +168,25 @@ class SetWriter:
         table = {"start": np.array([a for a, _ in shards], dtype=np.int64),
                  "stop": np.array([b for _, b in shards], dtype=np.int64),
                  "seconds": np.array([seconds[s] for s in shards], dtype=np.float64)}
-        def write(temp):
-            with h5py.File(temp, "w-") as out:
-                _write_complete(out, self.key, arrays, table, self.provenance)
-
-        write_file(self.final_path, write)
+        write_h5(self.final_path,
+                 lambda out: _write_complete(out, self.key, arrays, table, self.provenance))
         self.path.unlink(missing_ok=True)
         return self.final_path
 
     # -- internals -------------------------------------------------------------------------
 
-    def _sync(self):
-        self._file.flush()
-        fsync_path(self.path)
-
     def _create(self, layout):
-        def write(temp):
-            with h5py.File(temp, "w-") as f:
-                _set_attrs(f, self.key, self.provenance, complete=False)
-                for name, (dtype, shape) in layout.items():
-                    _allocate(f, name, (self.n, *shape), dtype)
-                for name in INPUTS:
-                    f.create_dataset(name, data=self.inputs[name], track_times=False)
-                group = f.create_group("shards")
-                for name, dtype in (("start", np.int64), ("stop", np.int64), ("done", np.uint8),
-                                    ("seconds", np.float64), ("digest", "S64")):
-                    _allocate(group, name, (self.slots,), dtype)
+        def fill(f):
+            _set_attrs(f, self.key, self.provenance, complete=False)
+            for name, (dtype, shape) in layout.items():
+                _allocate(f, name, (self.n, *shape), dtype)
+            for name in INPUTS:
+                f.create_dataset(name, data=self.inputs[name], track_times=False)
+            group = f.create_group("shards")
+            for name, dtype in zip(RECORDS, (np.int64, np.int64, np.uint8, np.float64, "S64")):
+                _allocate(group, name, (self.slots,), dtype)
 
-        write_file(self.path, write)
+        write_h5(self.path, fill)
 
 
 class _Mismatch(Exception):

@@ -14,7 +14,8 @@ from ..kernel.errors import ParameterError
 from ..kernel.params import plugin_identity
 from ..kernel.progress import no_progress
 from ..store.paths import cache_root, models_dir
-from ..store.weights import load_weights, save_weights, weights_digest
+from ..store.weights import weights_digest
+from ..store.weights_cache import cached_or_trained
 from .loop import resolve_device, seeded, train_model, training_split, validation_split
 from .zoo import weights_key
 
@@ -92,11 +93,12 @@ class Builder:
         with seeded(seed):
             module = build()
         path = models_dir(self.cache_root) / f"{weights_key(dict(identity), self.dataset)}.h5"
-        if path.is_file():
-            load_weights(module, path)
-        else:
+
+        def fit(module):
             module = train(module.to(self.device)) or module
-            save_weights(module.cpu(), path, {"identity": identity, "source": "trained"})
+            return module, {"identity": identity, "source": "trained"}
+
+        module = cached_or_trained(module, path, fit, what=type(module).__name__)[0]
         return module.to(self.device).eval()
 
     def labelled(self, label):

@@ -10,7 +10,6 @@ same way (:meth:`advx.train.builder.Builder.cached`).
 import hashlib
 import json
 import time
-import warnings
 
 import attrs
 import torch
@@ -20,7 +19,8 @@ from ..kernel.errors import UsageError
 from ..kernel.params import plugin_identity, plugin_params
 from ..kernel.recipe import TrainRecipe
 from ..store.paths import models_dir
-from ..store.weights import FORMAT_VERSION, load_weights, save_weights
+from ..store.weights import FORMAT_VERSION, load_weights
+from ..store.weights_cache import cached_or_trained
 from .loop import evaluate_accuracy, seeded
 
 
@@ -91,15 +91,11 @@ def build_seeded(plugin, info, seed):
 
 
 def _cached_or_trained(module, plugin, recipe, path, context, training):
-    if path.is_file():
-        try:
-            return {**load_weights(module, path), "source": "cache", "path": str(path)}
-        except UsageError as exc:
-            # load_weights checks everything before it changes the module: retrain from init
-            warnings.warn(f"retraining: cached weights unreadable: {exc}", stacklevel=3)
-    metadata = _train(module, plugin, recipe, context, training)
-    save_weights(module.cpu(), path, metadata)
-    return {**metadata, "source": "trained", "path": str(path)}
+    def train(module):
+        return module, _train(module, plugin, recipe, context, training)
+
+    _, metadata, origin = cached_or_trained(module, path, train, what=plugin.name)
+    return {**metadata, "source": origin, "path": str(path)}
 
 
 def _train(module, plugin, recipe, context, training):

@@ -8,7 +8,7 @@ import click
 from advx.kernel.errors import UsageError
 from advx.store.export import clean_inputs, export_npz
 from advx.store.format import CorruptSetError, read_set, resolve_key, sets_dir
-from advx.store.inventory import files_of, list_sets, removable, verify
+from advx.store.inventory import collect, files_of, list_sets, remove_set, verify
 from advx.store.paths import cache_root
 
 CACHE_OPTION = click.option(
@@ -123,10 +123,8 @@ def export_command(cache_dir, key, out, count):
 @CACHE_OPTION
 @click.argument("key")
 def rm_command(cache_dir, key):
-    """Remove the set KEY (its complete and partial files)."""
-    full, paths = files_of(cache_root(cache_dir), key)
-    for path in paths:
-        path.unlink(missing_ok=True)
+    """Remove the set KEY (its complete and partial files), unless a run is computing it."""
+    full, paths = remove_set(cache_root(cache_dir), key)
     click.echo(f"Removed set {full} ({len(paths)} file{'s' if len(paths) != 1 else ''}).")
 
 
@@ -134,13 +132,13 @@ def rm_command(cache_dir, key):
 @CACHE_OPTION
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc_command(cache_dir, dry_run):
-    """Remove sets of other format versions, unreadable files and stale lock/temp files."""
-    found = removable(cache_root(cache_dir))
-    for path, reason in found:
-        if not dry_run:
-            path.unlink(missing_ok=True)
-        click.echo(f"{'would remove' if dry_run else 'removed'} {path.name}: {reason}")
-    click.echo(f"{len(found)} file{'s' if len(found) != 1 else ''} "
+    """Remove sets of other format versions, unreadable files and stale lock/temp files
+    (never what a running process is using)."""
+    found = collect(cache_root(cache_dir), dry_run=dry_run)
+    for path, reason, action in found:
+        click.echo(f"{action} {path.name}: {reason}")
+    count = sum(action != "kept" for *_, action in found)
+    click.echo(f"{count} file{'s' if count != 1 else ''} "
                f"{'to remove' if dry_run else 'removed'}.")
 
 

@@ -11,6 +11,7 @@ import attrs
 import h5py
 import numpy as np
 
+from ..kernel.errors import UsageError
 from .format import (
     FINAL_SUFFIX,
     PARTIAL_SUFFIX,
@@ -21,7 +22,8 @@ from .format import (
     resolve_key,
     sets_dir,
 )
-from .lock import is_locked
+from .lock import SetLock, is_locked
+from .paths import models_dir
 
 STATUSES = ("complete", "partial", "outdated", "corrupt")
 
@@ -137,29 +139,81 @@ def files_of(root, prefix):
                              directory / f"{key}{PARTIAL_SUFFIX}") if p.exists()]
 
 
+class SetInUseError(UsageError):
+    """A set (or weights file) that a running process is computing: it is not removed."""
+
+
+def remove_set(root, prefix):
+    """Remove the files of the set whose key starts with ``prefix``: ``(key, paths)``.
+
+    The set's lock is taken (without waiting) while its files are removed, so a run computing
+    the set is never broken: a set in use raises :class:`SetInUseError`.
+    """
+    key = resolve_key(root, prefix)
+    lock = sets_dir(root) / f"{key}.lock"
+    with SetLock(lock, blocking=False) as held:
+        if not held.held:
+            raise SetInUseError(f"set {key[:12]} is in use: a running process is computing it "
+                                f"(it holds {lock}); run `advx cache rm` again when it ends")
+        key, paths = files_of(root, key)
+        for path in paths:
+            path.unlink(missing_ok=True)
+    return key, paths
+
+
 def removable(root):
     """``(path, reason)`` of files that ``advx cache gc`` removes: sets of another format
-    version, files that are not readable sets, and stale lock files."""
+    version, files that are not readable sets, lock and temporary files left by killed
+    processes (in the sets' and the weights' folders). Files in use are removed by
+    :func:`collect` only if their lock is free."""
     found = []
     for entry in list_sets(root):
         if entry.status in ("outdated", "corrupt"):
             found.append((entry.path, entry.problem))
         elif entry.status == "partial" and _complete_beside(entry.path):
             found.append((entry.path, "partial file of a set already complete"))
-    directory = sets_dir(root)
-    if directory.is_dir():
-        found += [(p, "stale lock file") for p in sorted(directory.glob("*.lock"))
-                  if not is_locked(p)]
-        found += [(p, "temporary file left by a killed writer") for p in
-                  sorted(directory.glob(".*.tmp")) if not is_locked(_lock_for_temp(p))]
+    for directory in (sets_dir(root), models_dir(root)):
+        if directory.is_dir():
+            found += [(p, "stale lock file") for p in sorted(directory.glob("*.lock"))]
+            found += [(p, "temporary file left by a killed writer")
+                      for p in sorted(directory.glob(".*.tmp"))]
     return found
+
+
+def collect(root, dry_run=False):
+    """Remove what :func:`removable` finds, except files whose lock a running process holds:
+    ``[(path, reason, action)]``, action "removed", "would remove" (``dry_run``) or "kept"
+    (in use). Lock files in use are not stale: they are left out."""
+    done = []
+    for path, reason in removable(root):
+        lock = lock_of(path)
+        if is_locked(lock) or (not dry_run and not _remove_unless_locked(path, lock)):
+            if path != lock:
+                done.append((path, f"{reason}; in use by a running process", "kept"))
+        else:
+            done.append((path, reason, "would remove" if dry_run else "removed"))
+    return done
+
+
+def _remove_unless_locked(path, lock):
+    """Remove ``path`` while holding ``lock`` (releasing a lock file removes it); False if
+    another process holds the lock."""
+    with SetLock(lock, blocking=False) as held:
+        if held.held and path != lock:
+            path.unlink(missing_ok=True)
+        return held.held
+
+
+def lock_of(path):
+    """The lock file that guards ``path``: a set file, a weights or temporary file written
+    under a key's lock (``.<key>.h5.<random>.tmp``), or a lock file itself."""
+    if path.suffix == ".lock":
+        return path
+    name = path.name[1:] if path.name.startswith(".") else path.name
+    return path.parent / f"{name.split('.')[0]}.lock"
 
 
 def _complete_beside(partial):
     """True if the complete file of this partial file's set exists (a writer was killed
     between renaming the complete file into place and removing the partial one)."""
     return partial.with_name(partial.name.replace(PARTIAL_SUFFIX, FINAL_SUFFIX)).exists()
-
-
-def _lock_for_temp(path):
-    return path.parent / f"{path.name[1:].split('.')[0]}.lock"

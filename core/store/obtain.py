@@ -60,7 +60,10 @@ def obtain_set(root, key, *, inputs, layout, batch_size, provenance, compute_row
     if stored is not None:
         advance(stored.n)
         return Obtained(stored, "cache")
-    with SetLock(directory / f"{key}.lock"):
+    def waiting():
+        log.info("waiting for another process computing set %s", key[:12])
+
+    with SetLock(directory / f"{key}.lock", on_wait=waiting):
         stored = try_read(final)
         if stored is not None:  # another process finished it while we waited for the lock
             advance(stored.n)
@@ -70,9 +73,9 @@ def obtain_set(root, key, *, inputs, layout, batch_size, provenance, compute_row
         advance(sum(stop - start for start, stop in done))
         _compute_missing(writer, layout, missing_ranges(done, writer.n), batch_size,
                          compute_rows, prepare, advance)
-        path = writer.finish()
-    origin = "resumed" if done else "computed"
-    return Obtained(read_set(path), origin, len(done))
+        # read under the lock: `advx cache rm` may remove the set once the lock is free
+        stored = read_set(writer.finish())
+    return Obtained(stored, "resumed" if done else "computed", len(done))
 
 
 def parts(ranges, batch_size):

@@ -79,6 +79,10 @@ def _plain(value, defaults):
 # A bool is an int in Python: ``steps = true`` must not count as 1.  Floats must be finite
 # (``inf`` and ``nan`` pass ``gt(0)``-style checks, then break arithmetic much later).
 
+# The largest step size, rate, factor or margin a parameter may take: far beyond any input
+# scale, far below float32's overflow (3.4e38; 1e300 overflows as soon as it meets a tensor).
+MAX_SCALE = 1e6
+
 
 def whole(minimum=0, maximum=None, optional=False):
     """An attrs validator: an int (never a bool) in ``[minimum, maximum]`` (None: unbounded;

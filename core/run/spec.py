@@ -35,7 +35,7 @@ import attrs
 
 from ..kernel.entries import RunSpec
 from ..kernel.errors import UsageError
-from .spec_attacks import parse_attacks
+from .spec_attacks import check_eps_scale, parse_attacks
 from .spec_models import parse_models
 from .spec_parts import MAX_DEPTH, SpecError, Where, check_depth, plugin_entry, table_at
 
@@ -104,6 +104,7 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
     protocol = plugin_entry(registry, "protocols", {"name": DEFAULT_PROTOCOL, **protocol_table},
                             where.at("protocol"))
     _check_classes(dataset.info.num_classes, protocol, attacks, where)
+    check_eps_scale(dataset.info, attacks, where)
     spec = RunSpec(dataset, models, attacks, protocol, _text(data, "title", source),
                    _text(data, "description", source), source)
     return attrs.evolve(spec, tables=_claimed(data, parsers, spec, where),

@@ -102,6 +102,24 @@ def _eps_list(value, norm, attack, at):
     return tuple(out)
 
 
+def check_eps_scale(info, attacks, where):
+    """Each eps at most the diameter of the dataset's input box in its norm: a larger ball
+    holds no other input, and radii like 1e300 overflow float32 inside the attacks."""
+    lower, upper = info.bounds
+    numel = math.prod(info.shape)
+    pixels = math.prod(info.shape[1:]) if len(info.shape) == 3 else numel
+    width = upper - lower
+    largest = {"linf": width, "l2": width * math.sqrt(numel), "l1": width * numel, "l0": pixels}
+    for i, attack in enumerate(attacks):
+        top = largest[attack.norm]
+        wrong = [e for e in attack.eps if e is not None and e > top]
+        if wrong:
+            raise where.at(f"attacks[{i}]").error(
+                f"eps {wrong[0]:g} exceeds the {attack.norm} diameter of the inputs "
+                f"({'x'.join(map(str, info.shape))} in [{lower:g}, {upper:g}]); allowed: "
+                f"0 <= eps <= {top:g}")
+
+
 def _eps_range(table, at):
     """The eps values of ``{ from = A, to = B, count = N }``: N evenly spaced, A and B included
     (each rounded to 12 significant digits, so 0.01 steps print as such)."""

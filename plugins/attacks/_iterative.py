@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import attrs
 import torch
-from advx.kernel.params import finite, to_float, whole
+from advx.kernel.params import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import (
     ascent_direction,
@@ -178,7 +178,8 @@ def steps_field(default):
 def step_size_field(rule):
     """The optional absolute ``step_size`` parameter; ``rule`` says what None means."""
     return attrs.field(
-        default=None, converter=to_float, validator=finite(0, low_open=True, optional=True),
+        default=None, converter=to_float,
+        validator=finite(0, MAX_SCALE, low_open=True, optional=True),
         metadata={"help": f"absolute step size on the input scale (default: {rule})"})
 
 

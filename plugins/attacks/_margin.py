@@ -10,7 +10,7 @@ the confidence ``kappa`` and no further.
 
 import attrs
 from advx import fold_rejection
-from advx.kernel.params import finite, to_float
+from advx.kernel.params import MAX_SCALE, finite, to_float
 
 from . import _losses
 from ._gradients import gradient_by_chunks
@@ -50,6 +50,6 @@ def clamped_margin_gradient(model, x_adv, labels, targeted, kappa):
 def confidence_field():
     """The ``confidence`` (kappa) parameter of the Carlini-Wagner attacks."""
     return attrs.field(
-        default=0.0, converter=to_float, validator=finite(0),
+        default=0.0, converter=to_float, validator=finite(0, MAX_SCALE),
         metadata={"help": "confidence kappa: the logit margin past the decision boundary an "
                           "example must reach to count as found (0: just across)"})

@@ -5,7 +5,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float, whole
+from advx.kernel.params import MAX_SCALE, finite, to_float, whole
 
 from ._iterative import attack_labels
 from ._queries import (
@@ -29,7 +29,7 @@ def _covers_the_start(instance, attribute, value):
                          f"noise draw and init_search_steps ({instance.init_search_steps})")
 
 
-def _step_field(default, help_text, above=0.0, below=None):
+def _step_field(default, help_text, above=0.0, below=MAX_SCALE):
     return attrs.field(default=default, converter=to_float,
                        validator=finite(above, below, low_open=True, high_open=True),
                        metadata={"help": help_text})

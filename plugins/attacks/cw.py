@@ -7,7 +7,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float, whole
+from advx.kernel.params import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import (
     gradient_by_chunks,
@@ -51,8 +51,8 @@ class _TanhBox:
 
 
 def _positive_float(default, help_text):
-    return attrs.field(default=default, converter=to_float, validator=finite(0, low_open=True),
-                       metadata={"help": help_text})
+    return attrs.field(default=default, converter=to_float,
+                       validator=finite(0, MAX_SCALE, low_open=True), metadata={"help": help_text})
 
 
 @attrs.frozen(kw_only=True)

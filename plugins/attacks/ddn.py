@@ -6,15 +6,15 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float
+from advx.kernel.params import MAX_SCALE, finite, to_float
 
 from ._gradients import ascent_direction, fooled, objective_gradient, per_sample, per_sample_where
 from ._iterative import attack_labels, constant_queries, steps_field
 
 
 def _positive_float(default, help_text):
-    return attrs.field(default=default, converter=to_float, validator=finite(0, low_open=True),
-                       metadata={"help": help_text})
+    return attrs.field(default=default, converter=to_float,
+                       validator=finite(0, MAX_SCALE, low_open=True), metadata={"help": help_text})
 
 
 @attrs.frozen(kw_only=True)

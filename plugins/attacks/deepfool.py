@@ -6,7 +6,7 @@ import advx
 import attrs
 import torch
 from advx import fold_rejection
-from advx.kernel.params import finite, to_float, whole
+from advx.kernel.params import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import chunk_size, per_sample
 
@@ -48,7 +48,7 @@ class DeepFool(advx.MinimizationAttack):
         default=50, validator=whole(1),
         metadata={"help": "maximum number of linearisation steps"})
     overshoot: float = attrs.field(
-        default=0.02, converter=to_float, validator=finite(0),
+        default=0.02, converter=to_float, validator=finite(0, MAX_SCALE),
         metadata={"help": "the total perturbation is scaled by 1 + overshoot"})
     candidates: int = attrs.field(
         default=10, validator=whole(2),

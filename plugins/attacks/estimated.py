@@ -11,7 +11,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float
+from advx.kernel.params import MAX_SCALE, finite, to_float
 
 from ._estimation import ESTIMATORS, estimate_cost, estimating
 from ._queries import budget_field, count_field
@@ -128,7 +128,7 @@ class EstimatedGradient(advx.Attack):
                           "(two queries per input element)"})
     samples: int = count_field(50, "NES: antithetic pairs of directions per estimate")
     sigma: float = attrs.field(
-        default=0.001, converter=to_float, validator=finite(0, low_open=True),
+        default=0.001, converter=to_float, validator=finite(0, MAX_SCALE, low_open=True),
         metadata={"help": "probe distance on the input scale"})
     budget: int | None = budget_field(
         None, "the most queries per sample (None: no limit); an inner attack that may spend "

@@ -3,7 +3,7 @@
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float
+from advx.kernel.params import MAX_SCALE, finite, to_float
 
 from ._gradients import (
     GRADIENT_NORMS,
@@ -52,7 +52,7 @@ class MIFGSM(advx.FixedEpsilonAttack):
     steps: int = steps_field(10)
     step_size: float | None = step_size_field("eps / steps")
     decay: float = attrs.field(
-        default=1.0, converter=to_float, validator=finite(0),
+        default=1.0, converter=to_float, validator=finite(0, MAX_SCALE),
         metadata={"help": "momentum decay factor mu (0: no momentum, BIM's steps)"})
 
     def run(self, model, x, y, threat, *, targets, rng):

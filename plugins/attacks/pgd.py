@@ -2,7 +2,7 @@
 
 import advx
 import attrs
-from advx.kernel.params import finite, to_float, whole
+from advx.kernel.params import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import GRADIENT_NORMS, random_start
 from ._iterative import (
@@ -45,7 +45,8 @@ class PGD(advx.FixedEpsilonAttack):
     steps: int = steps_field(40)
     step_size: float | None = step_size_field("rel_step_size * eps")
     rel_step_size: float | None = attrs.field(
-        default=None, converter=to_float, validator=finite(0, low_open=True, optional=True),
+        default=None, converter=to_float,
+        validator=finite(0, MAX_SCALE, low_open=True, optional=True),
         metadata={"help": "step size as a fraction of eps, used when step_size is None "
                           "(default 2.5 / steps, so a run can travel 2.5 eps; Madry's MNIST "
                           "schedule, 40 steps of 0.01 at eps 0.3, is step_size = 0.01)"})

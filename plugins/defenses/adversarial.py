@@ -14,7 +14,7 @@ import json
 import advx
 import attrs
 import torch.nn.functional as F
-from advx.kernel.params import finite, whole
+from advx.kernel.params import MAX_SCALE, finite, whole
 from attrs import validators as v
 
 from ._recipe import RecipeOverrides
@@ -23,7 +23,7 @@ NORMS = ("linf", "l2")
 
 
 def _positive(default, help_text, integer=False):
-    check = whole(1) if integer else finite(0, low_open=True)
+    check = whole(1) if integer else finite(0, MAX_SCALE, low_open=True)
     return attrs.field(default=default, validator=check, metadata={"help": help_text})
 
 

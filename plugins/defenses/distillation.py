@@ -5,7 +5,7 @@ import copy
 import attrs
 import torch
 import torch.nn.functional as F
-from advx.kernel.params import finite, to_float
+from advx.kernel.params import MAX_SCALE, finite, to_float
 
 from ._recipe import RecipeOverrides
 
@@ -34,7 +34,7 @@ class Distillation(RecipeOverrides):
     }
 
     temperature: float = attrs.field(
-        default=100.0, converter=to_float, validator=finite(0, low_open=True),
+        default=100.0, converter=to_float, validator=finite(0, MAX_SCALE, low_open=True),
         metadata={"help": "softmax temperature T of teacher and student training"})
 
     def train(self, module, recipe, context):

@@ -15,14 +15,12 @@ model's answer, stays the same at a much smaller distance.
 import advx
 import attrs
 import torch
+from advx.kernel.params import finite
 
 from ._iterative import attack_labels
 from ._queries import count_field, no_queries
 
-
-def _fraction(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise ValueError(f"{attribute.name} must be a number in (0, 1], got {value!r}")
+_fraction = finite(0, 1, low_open=True)
 
 
 def _boolean(instance, attribute, value):

@@ -30,6 +30,7 @@ from typing import ClassVar
 import advx
 import attrs
 import torch
+from advx.kernel.params import MAX_SCALE, finite, whole
 
 from .abs_inference import LatentSearch, fit_class_scales
 from .abs_vae import ClassVAEs
@@ -37,20 +38,8 @@ from .abs_vae import ClassVAEs
 ALPHA, ETA = 440.0, 3.9e-5  # the paper's calibration of the softmax
 
 
-def _positive_int(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
-
-
-def _non_negative_int(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
-
-
-def _positive(instance, attribute, value):
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not 0 < value < float("inf")):
-        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+_positive_int, _non_negative_int = whole(1), whole(0)
+_positive = finite(0, MAX_SCALE, low_open=True)
 
 
 def _field(default, help_text, validator, trained=True):

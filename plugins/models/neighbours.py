@@ -9,6 +9,7 @@ from typing import ClassVar
 import advx
 import attrs
 import torch
+from advx.kernel.params import MAX_SCALE, finite, to_float
 from torch import nn
 
 # Training images per block of the distance computation: a batch of B inputs holds one
@@ -35,8 +36,8 @@ class NearestNeighbour(advx.ModelPlugin):
     buffers, so the weights cache holds it.  Its row count must be known when the module is
     built, before the cached weights are loaded into it: with ``max_train`` the module always
     holds ``max_train`` rows (unused ones, when the split is smaller, carry label -1 and are
-    ignored); without, it is sized by the training split only after training, and a cached
-    copy cannot be loaded (the core's shape check refuses it, so it is stored anew).
+    ignored); without, it is sized by the training split only after training, and its buffers
+    are declared resizable (``advx_resizable``) so the weights store loads any size.
     Untrained, the rows are seeded uniform noise labelled 0, 1, ..., a random classifier.
     """
 
@@ -47,7 +48,7 @@ class NearestNeighbour(advx.ModelPlugin):
                                             "training images to store, a class-balanced "
                                             "seeded subset (default: all of the split)")})
     scale: float = attrs.field(
-        default=1.0, converter=float, validator=attrs.validators.gt(0),
+        default=1.0, converter=to_float, validator=finite(0, MAX_SCALE, low_open=True),
         metadata={"help": "logits are -scale * squared L2 distance (lower: softer softmax)"})
 
     def build(self, info):

@@ -4,7 +4,7 @@ import json
 import multiprocessing
 import subprocess
 import sys
-import time
+import threading
 
 import h5py
 import numpy as np
@@ -16,7 +16,7 @@ from advx.store.format import (
     set_key,
     sets_dir,
 )
-from advx.store.lock import SetLock
+from advx.store.lock import SetLock, is_locked
 from advx.store.obtain import obtain_set, parts
 from advx.store.writer import SetWriter, missing_ranges
 from hypothesis import given
@@ -257,15 +257,18 @@ def test_digest_covers_content():
 
 # -- concurrency ---------------------------------------------------------------------------
 
-def _worker(root, log_path, delay):
+SAFETY = 600  # seconds: bounds a hang only; every wait below ends on progress
+
+
+def _worker(root, log_path, barrier):
     results = make_results(30, (1, 4, 4), np.float32)
     calls = []
 
     def compute(start, stop, state):
         calls.append(start)
-        time.sleep(delay)
         return {name: a[start:stop] for name, a in results.items()}
 
+    barrier.wait(SAFETY)  # all three start together, whatever their import took
     obtained = obtain_set(root, "c" * 64, inputs=inputs_for(30), layout=layout_of(results),
                           batch_size=10, provenance={"identity": {"note": "test"}},
                           compute_rows=compute)
@@ -276,11 +279,14 @@ def _worker(root, log_path, delay):
 def test_concurrent_writers_compute_once_and_agree(tmp_path):
     context = multiprocessing.get_context("spawn")
     log = tmp_path / "log.jsonl"
-    workers = [context.Process(target=_worker, args=(tmp_path, log, 0.2)) for _ in range(3)]
+    barrier = context.Barrier(3)
+    workers = [context.Process(target=_worker, args=(tmp_path, log, barrier)) for _ in range(3)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(60)
+        w.join(SAFETY)
+        if w.exitcode is None:
+            w.kill()
         assert w.exitcode == 0
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert sorted(e["origin"] for e in entries) == ["cache", "cache", "computed"]
@@ -291,15 +297,28 @@ def test_concurrent_writers_compute_once_and_agree(tmp_path):
 
 
 def test_lock_is_exclusive_and_removed(tmp_path):
+    """The holder lets go only when told; the waiter must get the lock after that, never
+    before (an order of events, not a duration)."""
     path = tmp_path / "x.lock"
-    code = ("import sys, time; from advx.store.lock import SetLock\n"
-            "with SetLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(1.0)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
-                              text=True)
+    code = ("import sys; from advx.store.lock import SetLock\n"
+            "with SetLock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.readline()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    began = time.perf_counter()
-    with SetLock(path):
-        waited = time.perf_counter() - began
-    holder.wait(10)
-    assert waited > 0.3  # it waited for the holder to let go
+    assert is_locked(path)
+    waiting, told, acquired = threading.Event(), threading.Event(), []
+
+    def wait_for_lock():
+        with SetLock(path, on_wait=waiting.set):
+            acquired.append(told.is_set())
+
+    waiter = threading.Thread(target=wait_for_lock)
+    waiter.start()
+    assert waiting.wait(SAFETY)  # it found the lock held and waits
+    told.set()
+    holder.stdin.write("release\n")
+    holder.stdin.flush()
+    waiter.join(SAFETY)
+    assert holder.wait(SAFETY) == 0
+    assert acquired == [True]  # it got the lock only after the holder was told to let go
     assert not path.exists()

@@ -28,26 +28,29 @@ def lock_path(path):
 def cached_or_trained(module, path, train, what="model"):
     """``(module, metadata, origin)``: the weights at ``path`` loaded into ``module``
     (origin "cache"), or ``train(module) -> (module, metadata)`` run and its weights saved
-    there (origin "trained"). ``what`` names the model in messages."""
-    metadata = _load(module, path, report=False)
-    if metadata is not None:
-        return module, metadata, "cache"
+    there (origin "trained"). ``what`` names the model in messages. Everything that writes
+    ``path`` holds its lock, so ``advx cache gc`` never removes a file being written."""
+    found = _load(module, path, report=False)
+    if found is not None and found[1]:
+        return module, found[0], "cache"
 
     def waiting():
         log.warning("waiting for another process training %s (%s)", what, lock_path(path))
 
     with SetLock(lock_path(path), on_wait=waiting):
-        metadata = _load(module, path, report=True)  # another process may have trained it
-        if metadata is not None:
-            return module, metadata, "cache"
+        found = _load(module, path, report=True)  # another process may have trained it
+        if found is not None:
+            if not found[1]:
+                _record_digest(module, path, found[0])
+            return module, found[0], "cache"
         module, metadata = train(module)
         save_weights(module.cpu(), path, metadata)
     return module, metadata, "trained"
 
 
 def _load(module, path, report):
-    """The metadata of the verified weights at ``path``, loaded into ``module``; None if there
-    are none (or, with ``report``, a warning if they cannot be used)."""
+    """``(metadata, verified)`` of the weights at ``path``, loaded into ``module``; None if
+    there are none (or, with ``report``, a warning naming the file if they cannot be used)."""
     if not path.is_file():
         return None
     try:
@@ -58,15 +61,13 @@ def _load(module, path, report):
                           stacklevel=4)
         return None
     module.load_state_dict(state, strict=True)
-    if not verified:
-        _record_digest(module, path, metadata)
-    return metadata
+    return metadata, verified
 
 
 def _record_digest(module, path, metadata):
     warnings.warn(f"cached weights {str(path)!r} have no digest (written by an older advx): "
-                  "accepted once, their digest is recorded now", stacklevel=5)
+                  "accepted once, their digest is recorded now", stacklevel=4)
     try:
         save_weights(module, path, metadata)
     except StorageError as exc:
-        warnings.warn(f"could not record the digest: {exc}", stacklevel=5)
+        warnings.warn(f"could not record the digest: {exc}", stacklevel=4)

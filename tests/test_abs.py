@@ -227,3 +227,14 @@ def test_a_run_on_abs_says_it_optimises_at_inference(tmp_path):
     assert ("blog-cnn", "optimisation-at-inference") not in flagged
     spec = (tmp_path / "out" / "spec.toml").read_text()
     assert 'models = ["abs"]' in spec
+
+
+def test_inference_records_no_graph_unless_asked(trained, data):
+    """Under no_grad or inference mode the scores carry no graph (the latent search turns
+    gradients on for its own steps only)."""
+    x, _ = data.load("test")
+    with torch.no_grad():
+        assert not trained["abs"](x[:2]).requires_grad
+    with torch.inference_mode():
+        assert not trained["abs"](x[:2]).requires_grad
+    assert trained["abs"](x[:2].requires_grad_(True)).requires_grad

@@ -16,8 +16,8 @@ that a softmax of its output is the paper's calibrated confidence up to the offs
 low on inputs no class explains).
 
 Binary ABS binarizes the input at 0.5 first and scales each class's loss by a fixed factor,
-set after training so that every class's mean loss on its own (binarized) training samples is
-the same: the VAEs are trained on grey values, and a binary image costs some classes more
+learned after training (the cross-entropy of the scores on binarized training digits, ten
+parameters): the VAEs are trained on grey values, and a binary image costs some classes more
 squared error than others.
 
 The gradient of the output w.r.t. the input ignores the inner optimisation, so it is not the
@@ -73,7 +73,12 @@ class AbsModule(torch.nn.Module):
 
     def class_reconstructions(self, x):
         losses, reconstructions = self.search(self.vaes.bank, self.prepare(x))
-        return -ALPHA * losses * self.class_scale / x[0].numel(), reconstructions
+        return self.scores(losses, self.class_scale, x[0].numel()), reconstructions
+
+    @staticmethod
+    def scores(losses, class_scale, pixels):
+        """``alpha * l_c``: minus the (scaled) class losses per pixel, times alpha."""
+        return -ALPHA * losses * class_scale / pixels
 
     def forward(self, x):
         return self.class_reconstructions(x)[0]
@@ -147,7 +152,7 @@ class Abs(advx.ModelPlugin):
 @attrs.frozen(kw_only=True)
 class BinaryAbs(Abs):
     """Binary ABS (Schott et al., 2019): ABS on inputs binarized at 0.5, each class's loss
-    scaled by a fixed factor set after training (see the module docstring)."""
+    scaled by a fixed factor learned after training (see the module docstring)."""
 
     name: ClassVar[str] = "binary-abs"
     binary: ClassVar[bool] = True

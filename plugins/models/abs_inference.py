@@ -37,8 +37,11 @@ class LatentSearch:
     def __call__(self, bank, x):
         """``(losses (N, K), reconstructions (N, K, C, H, W))`` at the optimised latents;
         the losses are differentiable in ``x`` (at fixed latents)."""
-        with torch.inference_mode(False):
-            x = x.clone()  # a tensor autograd may record (x may come from inference mode)
+        # out of inference mode (x may come from it), in the caller's grad mode: leaving
+        # inference mode turns gradients on
+        grad = torch.is_grad_enabled()
+        with torch.inference_mode(False), torch.set_grad_enabled(grad):
+            x = x.clone()  # a tensor autograd may record
             z = self.select(bank, x)
             if self.steps:
                 z = self.descend(bank, x.detach(), z)
@@ -108,15 +111,25 @@ def into_ball(z, radius):
     return z * (radius / norms).clamp(max=1.0)
 
 
-def fit_class_scales(module, x, y, per_class=100):
-    """Binary ABS's per-class loss scales: each class's mean loss on (at most ``per_class``
-    of) its own binarized training samples made equal to the mean over classes."""
+def fit_class_scales(module, x, y, per_class=50, steps=300, lr=0.05):
+    """Binary ABS's per-class loss scales, learned: the ten factors (as logarithms, from 1)
+    that minimise the cross-entropy of the model's scores on (at most ``per_class`` per class
+    of) its binarized training samples, the class losses computed once.  A binary image
+    costs some classes' VAEs (trained on grey values) more squared error than others."""
     module.eval()
-    own = []
+    rows = torch.cat([(y == label).nonzero().squeeze(1)[:per_class]
+                      for label in range(len(module.class_scale))])
+    device = module.class_scale.device
     with torch.no_grad():
-        for label in range(len(module.class_scale)):
-            mine = x[y == label][:per_class].to(module.class_scale.device)
-            loss, _ = module.search(module.vaes.bank, module.prepare(mine))
-            own.append(loss[:, label].mean())
-    own = torch.stack(own)
-    module.class_scale.copy_(own.mean() / own)
+        loss, _ = module.search(module.vaes.bank, module.prepare(x[rows].to(device)))
+    labels = y[rows].to(device)
+    log_scale = torch.zeros_like(module.class_scale, requires_grad=True)
+    optimizer = torch.optim.Adam([log_scale], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            scores = module.scores(loss, log_scale.exp(), x[0].numel())
+            objective = torch.nn.functional.cross_entropy(scores, labels)
+            optimizer.zero_grad()
+            objective.backward()
+            optimizer.step()
+    module.class_scale.copy_(log_scale.detach().exp())

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float, whole
+from advx import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import (
     ascent_direction,

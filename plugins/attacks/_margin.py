@@ -9,8 +9,7 @@ the confidence ``kappa`` and no further.
 """
 
 import attrs
-from advx import fold_rejection
-from advx.kernel.params import MAX_SCALE, finite, to_float
+from advx import MAX_SCALE, finite, fold_rejection, to_float
 
 from . import _losses
 from ._gradients import gradient_by_chunks

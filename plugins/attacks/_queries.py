@@ -12,8 +12,7 @@ read gradients.
 
 import attrs
 import torch
-from advx import fold_rejection
-from advx.kernel.params import whole
+from advx import fold_rejection, whole
 from torch.nn import functional as F
 
 from ._gradients import fooled, per_sample

@@ -13,7 +13,7 @@ from fractions import Fraction
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float, whole
+from advx import finite, to_float, whole
 
 from ._gradients import (
     GRADIENT_NORMS,

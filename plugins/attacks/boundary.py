@@ -5,7 +5,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float, whole
+from advx import MAX_SCALE, finite, to_float, whole
 
 from ._iterative import attack_labels
 from ._queries import (

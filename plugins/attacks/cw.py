@@ -7,7 +7,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float, whole
+from advx import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import (
     gradient_by_chunks,

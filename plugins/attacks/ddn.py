@@ -6,7 +6,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float
+from advx import MAX_SCALE, finite, to_float
 
 from ._gradients import ascent_direction, fooled, objective_gradient, per_sample, per_sample_where
 from ._iterative import attack_labels, constant_queries, steps_field

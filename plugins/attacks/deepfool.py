@@ -5,8 +5,7 @@ deep neural networks"), batched: the candidate gradients of a step share one for
 import advx
 import attrs
 import torch
-from advx import fold_rejection
-from advx.kernel.params import MAX_SCALE, finite, to_float, whole
+from advx import MAX_SCALE, finite, fold_rejection, to_float, whole
 
 from ._gradients import chunk_size, per_sample
 

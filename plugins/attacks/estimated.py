@@ -11,7 +11,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float
+from advx import MAX_SCALE, finite, to_float
 
 from ._estimation import ESTIMATORS, estimate_cost, estimating
 from ._queries import budget_field, count_field

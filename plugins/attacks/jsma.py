@@ -20,7 +20,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float
+from advx import finite, to_float
 
 from ._gradients import fooled
 from ._losses import best_other_class

@@ -15,7 +15,7 @@ model's answer, stays the same at a much smaller distance.
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite
+from advx import finite
 
 from ._iterative import attack_labels
 from ._queries import count_field, no_queries

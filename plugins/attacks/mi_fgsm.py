@@ -3,7 +3,7 @@
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float
+from advx import MAX_SCALE, finite, to_float
 
 from ._gradients import (
     GRADIENT_NORMS,

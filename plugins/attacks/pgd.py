@@ -2,7 +2,7 @@
 
 import advx
 import attrs
-from advx.kernel.params import MAX_SCALE, finite, to_float, whole
+from advx import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import GRADIENT_NORMS, random_start
 from ._iterative import (

@@ -12,7 +12,7 @@ import math
 import advx
 import attrs
 import torch
-from advx.kernel.params import finite, to_float, whole
+from advx import finite, to_float, whole
 
 from ._gradients import fooled, per_sample, per_sample_where
 from ._iterative import attack_labels

@@ -2,7 +2,7 @@
 
 import advx
 import attrs
-from advx.kernel.params import finite, whole
+from advx import finite, whole
 from attrs import validators as v
 
 FIELDS = ("epochs", "lr", "batch_size", "optimizer", "lr_schedule")

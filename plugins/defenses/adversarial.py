@@ -14,7 +14,7 @@ import json
 import advx
 import attrs
 import torch.nn.functional as F
-from advx.kernel.params import MAX_SCALE, finite, whole
+from advx import MAX_SCALE, finite, whole
 from attrs import validators as v
 
 from ._recipe import RecipeOverrides

@@ -3,7 +3,7 @@
 import advx
 import attrs
 import torch
-from advx.kernel.params import is_finite_number
+from advx import is_finite_number
 
 
 def _number(instance, attribute, value):

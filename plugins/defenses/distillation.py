@@ -5,7 +5,7 @@ import copy
 import attrs
 import torch
 import torch.nn.functional as F
-from advx.kernel.params import MAX_SCALE, finite, to_float
+from advx import MAX_SCALE, finite, to_float
 
 from ._recipe import RecipeOverrides
 

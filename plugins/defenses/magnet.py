@@ -4,7 +4,7 @@ from typing import ClassVar
 
 import advx
 import attrs
-from advx.kernel.params import is_finite_number
+from advx import is_finite_number
 from attrs import validators as v
 
 from ._generative import Divergence, Purifier, ReconstructionError, classifier_for, generator_field

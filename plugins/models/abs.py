@@ -30,7 +30,7 @@ from typing import ClassVar
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, whole
+from advx import MAX_SCALE, finite, whole
 
 from .abs_inference import LatentSearch, fit_class_scales
 from .abs_vae import ClassVAEs

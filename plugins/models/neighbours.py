@@ -9,7 +9,7 @@ from typing import ClassVar
 import advx
 import attrs
 import torch
-from advx.kernel.params import MAX_SCALE, finite, to_float
+from advx import MAX_SCALE, finite, to_float
 from torch import nn
 
 # Training images per block of the distance computation: a batch of B inputs holds one

@@ -293,7 +293,7 @@ def test_a_killed_sweep_resumes_with_the_same_result(tmp_path, monkeypatch):
     ("{ from = 0.01, to = 0.3, count = 1 }", "count must be a whole number"),
     ("{ from = 0.01, to = 0.3, count = 2.5 }", "count must be a whole number"),
     ("{ from = 0.01, to = 2, count = 3 }", "out of range"),
-    ("{ from = \"a\", to = 0.3, count = 3 }", "eps must be numbers"),
+    ("{ from = \"a\", to = 0.3, count = 3 }", "eps must be finite numbers"),
     ("{ from = 0.01, to = 0.3, count = 5, step = 1 }", "unknown key 'step'"),
 ])
 def test_bad_eps_range_exits_2(tmp_path, table, message):

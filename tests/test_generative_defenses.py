@@ -248,7 +248,7 @@ def test_presets_pass_the_generator_preset_through():
     ("magnet-detector", {"p": 3}, "'p' must be in (1, 2)"),
     ("magnet-detector", {"score": "mse"}, "'score' must be in ('error', 'jsd')"),
     ("magnet-detector", {"reconstruction": "vae"}, "'reconstruction' must be in"),
-    ("magnet-detector", {"temperature": 0}, "temperature must be a number > 0"),
+    ("magnet-detector", {"temperature": 0}, "temperature must be a finite number > 0"),
     ("magnet-detector", {"fpr": 0.0}, "fpr must be a number in (0, 1)"),
     ("vae-kl-detector", {"fpr": 1.5}, "fpr must be a number in (0, 1)"),
 ])

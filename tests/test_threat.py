@@ -190,3 +190,12 @@ class TestParseAndValidate:
         assert threat.norm in NORMS
         assert threat.eps is None or threat.eps >= 0
         assert threat.norm != "l0" or threat.eps is None or threat.eps == int(threat.eps)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_an_eps_beyond_float32_is_refused(norm):
+    """Attacks compute in float32: a radius it cannot hold would overflow into inf and nan."""
+    with pytest.raises(ValueError, match="largest float32"):
+        ThreatModel(norm=norm, eps=1e300)
+    x = torch.rand(2, 1, 4, 4)
+    ThreatModel(norm=norm, eps=3e38).project(x, x + 1)  # the largest that fits still works

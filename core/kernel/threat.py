@@ -49,6 +49,9 @@ def _check_eps(instance, attribute, value):
         return
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"eps must be a finite number >= 0 or None, got {value}")
+    if value > FLOAT32_MAX:  # attacks compute in the inputs' float32: it would overflow
+        raise ValueError(f"eps must be at most {FLOAT32_MAX:.4g} (the largest float32; any "
+                         f"ball that large holds the whole input box), got {value:g}")
     if instance.norm == "l0" and value != int(value):
         raise ValueError(f"eps of an l0 threat model counts pixels and must be whole, got {value}")
 
@@ -64,6 +67,7 @@ def _check_eps_per_sample(norm, value):
 
 
 PER_SAMPLE_NORMS = ("l2", "linf")  # the norms whose balls accept a per-sample eps
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @attrs.frozen

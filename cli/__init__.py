@@ -18,7 +18,8 @@ BUILTIN = {
     "cache": ("cache_cmd:cache_group",
               "Adversarial example sets in the cache (<cache>/adversarials/, one HDF5 file each)."),
     "list": ("listing:list_command",
-             "List registered attacks, models, datasets, defenses, generators and protocols."),
+             "List registered attacks, models, datasets, defenses, generators, protocols, "
+             "executors."),
     "plugins": ("plugins_cmd:plugins_command",
                 "Show installed plugins as JSON (built-ins only with --all)."),
     "report": ("report_cmd:report_command",

@@ -5,7 +5,7 @@ import json
 import advx
 import click
 
-KINDS = ("attacks", "models", "datasets", "defenses", "generators", "protocols")
+KINDS = ("attacks", "models", "datasets", "defenses", "generators", "protocols", "executors")
 
 
 
@@ -28,7 +28,7 @@ def _format_params(params):
 @click.argument("kind", required=False, type=click.Choice(KINDS))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
 def list_command(kind, as_json):
-    """List registered attacks, models, datasets, defenses, generators and protocols."""
+    """List registered attacks, models, datasets, defenses, generators, protocols, executors."""
     registry = advx.get_registry()
     entries = advx.list_plugins(kind)
     if as_json:

@@ -24,6 +24,7 @@ _EXPORTS = {
     "kernel.dataset": ("Dataset", "DatasetInfo"),
     "kernel.defense": ("BuildContext", "Defense", "Detected", "Detector", "ModelDefense",
                        "Preprocessed", "Preprocessor", "TrainingDefense"),
+    "kernel.executor": ("Executor", "LocalExecutor", "SetWork", "Unit", "UnitResult"),
     "kernel.generative": ("GenerativeModel", "class_reconstructions", "offers_reconstructions"),
     "kernel.entries": ("AttackSpec", "ModelSpec", "RunSpec"),
     "kernel.errors": ("AdvxError", "DuplicatePluginError", "ExitCode", "ParameterError",

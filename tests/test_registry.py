@@ -234,6 +234,10 @@ def test_hook_advx_register_protocols():
     _registered_through_hook("advx_register_protocols", advx.Protocol, "protocols")
 
 
+def test_hook_advx_register_executors():
+    _registered_through_hook("advx_register_executors", advx.Executor, "executors")
+
+
 def test_register_rejects_wrong_base_class():
     module = _plugin_module("wrong", int)
     registry = _registry(("wrong", "advx-wrong", module))

@@ -2,9 +2,9 @@
 
 The registry hooks receive a ``register`` callable: call it once per class to add. The class
 must subclass the kind's base class (``advx.Attack``, ``advx.ModelPlugin``, ``advx.Dataset``,
-``advx.Defense``, ``advx.Protocol``) and carry a kebab-case ``name`` class attribute.  The
-other hooks let plugins read spec tables of their own, add commands, observe a run and write
-what a run leaves behind.  docs/plugins.md describes each.
+``advx.Defense``, ``advx.Protocol``, ``advx.Executor``) and carry a kebab-case ``name`` class
+attribute.  The other hooks let plugins read spec tables of their own, add commands, observe
+a run and write what a run leaves behind.  docs/plugins.md describes each.
 """
 
 import pluggy
@@ -60,6 +60,16 @@ def advx_register_protocols(register):
     """Register evaluation protocols.
 
     :param register: call ``register(ProtocolClass)`` for each subclass of ``advx.Protocol``.
+    """
+
+
+@hookspec
+def advx_register_executors(register):
+    """Register executors: where the shards of adversarial sets are computed (``local`` in the
+    running process, ``ray`` on a Ray cluster).  A run picks one by name in its spec's
+    ``[executor]`` table or with ``advx run --executor``.
+
+    :param register: call ``register(ExecutorClass)`` for each subclass of ``advx.Executor``.
     """
 
 

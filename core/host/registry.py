@@ -16,6 +16,7 @@ from ..kernel.attack import Attack
 from ..kernel.dataset import Dataset
 from ..kernel.defense import Defense, with_preset
 from ..kernel.errors import DuplicatePluginError, ParameterError, UnknownPluginError, UsageError
+from ..kernel.executor import Executor
 from ..kernel.generative import GenerativeModel
 from ..kernel.model import ModelPlugin
 from ..kernel.params import PLUGIN_KEY
@@ -33,6 +34,7 @@ KINDS = {
     "defenses": ("defense", "advx_register_defenses", Defense),
     "protocols": ("protocol", "advx_register_protocols", Protocol),
     "generators": ("generator", "advx_register_generators", GenerativeModel),
+    "executors": ("executor", "advx_register_executors", Executor),
 }
 
 

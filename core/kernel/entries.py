@@ -102,6 +102,7 @@ class RunSpec:
     source: str = "<spec>"
     tables: dict = attrs.field(factory=dict)  # table name -> the value its plugin parsed
     written_tables: dict = attrs.field(factory=dict)  # table name -> the table as written
+    executor: object = None  # an advx.Executor from the [executor] table (None: local)
 
     def model(self, ident):
         """The model entry with id ``ident``."""

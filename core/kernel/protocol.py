@@ -65,6 +65,13 @@ class Protocol:
         join report.json (none of :data:`RUN_KEYS`)."""
         raise NotImplementedError
 
+    def requests(self, context):
+        """The :class:`SetRequest` s :meth:`evaluate` will ask for, if it knows them up front
+        (default: none).  A run whose executor computes concurrently obtains them together
+        before :meth:`evaluate`, which then reads them; a set left out is obtained when
+        asked for, and one listed but never asked for is computed for nothing."""
+        return ()
+
     def sections(self, report):
         """This protocol's part of report.md: Markdown blocks (a block usually starts with a
         ``## `` heading), rendered from ``report`` (the parsed report.json) alone."""

@@ -2,12 +2,15 @@
 
 :class:`Session` implements :class:`advx.RunContext`.  It selects the test samples, builds each
 model entry with its defenses (trained and cached on first use), and obtains every set through
-one pipeline (:mod:`advx.run.pipeline`), memoising clean logits, sets and outcomes.
+one pipeline (:mod:`advx.run.pipeline`), memoising clean logits, sets and outcomes.  The
+session's executor computes the sets' shards; one that runs them concurrently gets the sets
+the protocol declares all at once (:meth:`Session.prefetch`).
 """
 
 import torch
 
 from ..kernel.errors import UsageError
+from ..kernel.executor import LocalExecutor
 from ..kernel.model import reject_index
 from ..kernel.progress import no_progress
 from ..kernel.protocol import Outcome, SetRequest
@@ -19,12 +22,16 @@ from ..train.loop import resolve_device
 from . import pipeline
 from .spec_write import attack_spec_dict, dataset_table, model_spec_dict
 
+PREFETCH_SETS = 64  # sets opened (locked, partial files open) at once by a prefetch
+
 
 class Session:
     """Implements :class:`advx.RunContext` for a :class:`advx.RunSpec`."""
 
-    def __init__(self, spec, registry, *, device="cpu", cache=None, progress=no_progress):
+    def __init__(self, spec, registry, *, device="cpu", cache=None, progress=no_progress,
+                 executor=None):
         self.spec, self.registry, self.protocol = spec, registry, spec.protocol
+        self.executor = executor or spec.executor or LocalExecutor()
         self.device, self.cache_root = resolve_device(device), cache_root(cache)
         self.progress = progress
         self.dataset, self.tables = spec.dataset, spec.tables
@@ -116,10 +123,22 @@ class Session:
     # -- sets ------------------------------------------------------------------------------
 
     def obtain(self, request):
-        memo = (request.model.id, request.attack.id, request.eps, pipeline.method_key(request))
+        memo = _memo(request)
         if memo not in self._sets:
             self._sets[memo] = pipeline.obtain(self, request)
         return self._sets[memo]
+
+    def prefetch(self, requests):
+        """Obtain the sets of ``requests`` together, so that an executor that computes units
+        concurrently runs independent sets side by side; the protocol then reads them from
+        the memo.  Transfer entries' source sets come first (their sets replay them)."""
+        sources = [s for s in map(pipeline.source_request, requests) if s is not None]
+        for batch in (sources, list(requests)):
+            fresh = list({_memo(r): r for r in batch if _memo(r) not in self._sets}.values())
+            for start in range(0, len(fresh), PREFETCH_SETS):
+                chunk = fresh[start:start + PREFETCH_SETS]
+                for request, obtained in zip(chunk, pipeline.obtain_many(self, chunk)):
+                    self._sets[_memo(request)] = obtained
 
     def outcome(self, model, attack, eps):
         if not attack.runs_on(model):
@@ -168,6 +187,11 @@ class Session:
                   "attack_success_rate": outcome.success_rate()}
         for observer in self.observers:
             observer(unit, result)
+
+
+def _memo(request):
+    """What tells two sets of a run apart in the memo."""
+    return (request.model.id, request.attack.id, request.eps, pipeline.method_key(request))
 
 
 def selection(y, protocol):

@@ -33,13 +33,23 @@ class ProtocolError(AdvxError):
     """A protocol returned results the report cannot hold."""
 
 
-def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=no_progress):
-    """Evaluate ``spec``; write spec.toml, report.json and the plugins' pages to ``out_dir``."""
+def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=no_progress,
+            executor=None):
+    """Evaluate ``spec``; write spec.toml, report.json and the plugins' pages to ``out_dir``.
+
+    ``executor`` (an :class:`advx.Executor`) overrides the spec's ``[executor]`` (default:
+    ``local``); it is closed when the run ends."""
     started, out_dir = time.perf_counter(), Path(out_dir)
-    session = Session(spec, registry, device=device, cache=cache, progress=progress)
+    session = Session(spec, registry, device=device, cache=cache, progress=progress,
+                      executor=executor)
     session.observers.append(
         lambda unit, result: registry.hook.advx_unit_finished(unit=unit, result=result))
-    measured = checked_results(spec.protocol, spec.protocol.evaluate(session))
+    try:
+        if session.executor.prefetch:
+            session.prefetch(spec.protocol.requests(session))
+        measured = checked_results(spec.protocol, spec.protocol.evaluate(session))
+    finally:
+        session.executor.close()
     report = {
         "advx_version": __version__,
         "torch_version": torch.__version__,

@@ -100,13 +100,5 @@ def result_layout(x, threat):
     }
 
 
-def result_arrays(result):
-    """An :class:`advx.AttackResult` (or a dict of tensors with its fields) as numpy arrays
-    named like the set's results."""
-    get = result.get if isinstance(result, dict) else lambda name: getattr(result, name)
-    return {name: get(name).detach().cpu().numpy()
-            for name in ("x_adv", "success", "distance", "pred", "queries")}
-
-
 def _numpy_dtype(dtype):
     return np.dtype(torch.empty((), dtype=dtype).numpy().dtype)

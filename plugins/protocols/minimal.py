@@ -99,6 +99,11 @@ class MinimalPerturbation(RobustAccuracy):
             for model in context.models for norm in norms]
         return measured
 
+    def requests(self, context):
+        """Without ``eps_search``, robust-accuracy's sets (the distances come from them);
+        with it none up front (the sweeps are asked for as the search needs them)."""
+        return () if self.eps_search else super().requests(context)
+
 
 def searched(attack_spec):
     """Whether ``eps_search`` searches an entry: a fixed-eps attack (not a transfer) with two

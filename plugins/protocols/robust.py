@@ -49,6 +49,12 @@ class RobustAccuracy(advx.Protocol):
                    if detection else {}),
                 "sanity": sanity_flags(context, results, detection)}
 
+    def requests(self, context):
+        """Every set :meth:`evaluate` reads: each attack entry at each eps on each model it
+        runs on (an executor that computes concurrently gets them all at once)."""
+        return [advx.SetRequest(model, attack, eps) for model in context.models
+                for attack in context.attacks if attack.runs_on(model) for eps in attack.eps]
+
     def sections(self, report):
         return robust_sections(report)
 

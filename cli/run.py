@@ -24,6 +24,22 @@ def default_out_dir():
     return Path("runs") / stamp
 
 
+def chosen_executor(registry, spec, name, address):
+    """The executor ``--executor``/``--address`` ask for (None: the spec's, else local); the
+    spec's parameters are kept when the flag names the spec's executor."""
+    if name is None and address is None:
+        return None
+    if name is None:
+        if spec.executor is None:
+            raise advx.UsageError("--address needs an executor that takes one: "
+                                  "--executor ray")
+        name = spec.executor.name
+    params = {} if address is None else {"address": address}
+    if spec.executor is not None and spec.executor.name == name:
+        params = {**advx.plugin_params(spec.executor, defaults=False), **params}
+    return registry.create("executors", name, **params)
+
+
 @click.command("run")
 @click.argument("spec_path", metavar="[SPEC]", required=False,
                 type=click.Path(dir_okay=False, path_type=Path))
@@ -37,7 +53,14 @@ def default_out_dir():
               help="Cache root (default: $ADVX_CACHE or data_cache/).")
 @click.option("--progress/--no-progress", default=None,
               help="Show progress bars (default: when stderr is a terminal).")
-def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress):
+@click.option("--executor", "executor_name", metavar="NAME",
+              help="Where shards of sets are computed: local (default) or ray "
+                   "(pip install advx[ray]); overrides the spec's [executor].")
+@click.option("--address", metavar="ADDR",
+              help="Ray cluster to join (auto: the one running here; default: start a local "
+                   "instance sized to this machine).")
+def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress, executor_name,
+                address):
     """Evaluate models against attacks as SPEC (TOML) describes; write report.json and report.md.
 
     Without SPEC, runs the quickstart: the embedded MNIST sample, blog-cnn (trained on first use
@@ -50,10 +73,11 @@ def run_command(spec_path, out_dir, device, limit, seed, cache_dir, progress):
     else:
         spec = load_spec(spec_path, registry)
     spec = with_overrides(spec, limit=limit, seed=seed)
+    executor = chosen_executor(registry, spec, executor_name, address)
     out_dir = out_dir or default_out_dir()
     prepare_folders(out_dir, cache_dir)  # before any model trains or any attack runs
     execute(spec, registry, out_dir, device=device, cache=cache_dir,
-            progress=progress_factory(progress))
+            progress=progress_factory(progress), executor=executor)
     page = out_dir / "report.md"
     if page.is_file():
         click.echo(page.read_text(encoding="utf-8"), nl=False)

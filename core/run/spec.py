@@ -17,6 +17,10 @@
     name = "robust-accuracy"
     limit = 1000
 
+    [executor]                 # optional: where the sets' shards are computed
+    name = "ray"               # default "local"; "ray" needs pip install advx[ray]
+    address = "auto"           # ray: join the running cluster (default: a local instance)
+
 A spec file is a regular file of at most 1 MiB (``/dev/zero`` or a pipe is refused before it
 is read) whose values nest at most :data:`~advx.run.spec_parts.MAX_DEPTH` deep.
 
@@ -39,7 +43,7 @@ from .spec_attacks import check_eps_scale, parse_attacks
 from .spec_models import parse_models
 from .spec_parts import MAX_DEPTH, SpecError, Where, check_depth, plugin_entry, table_at
 
-CORE_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol")
+CORE_KEYS = ("title", "description", "dataset", "models", "attacks", "protocol", "executor")
 DEFAULT_PROTOCOL = "robust-accuracy"
 MAX_SPEC_BYTES = 1 << 20
 
@@ -105,8 +109,12 @@ def spec_from_dict(data, registry, source="<spec>", base_dir=None):
                             where.at("protocol"))
     _check_classes(dataset.info.num_classes, protocol, attacks, where)
     check_eps_scale(dataset.info, attacks, where)
+    executor = None
+    if "executor" in data:  # where shards are computed: no part of any result
+        executor = plugin_entry(registry, "executors", table_at(data, "executor", where),
+                                where.at("executor"))
     spec = RunSpec(dataset, models, attacks, protocol, _text(data, "title", source),
-                   _text(data, "description", source), source)
+                   _text(data, "description", source), source, executor=executor)
     return attrs.evolve(spec, tables=_claimed(data, parsers, spec, where),
                         written_tables={k: data[k] for k in parsers if k in data})
 

@@ -18,6 +18,8 @@ def spec_to_dict(spec):
     data["models"] = [model_spec_dict(m) for m in spec.models]
     data["attacks"] = [attack_spec_dict(a) for a in spec.attacks]
     data["protocol"] = plugin_table(spec.protocol)
+    if spec.executor is not None:
+        data["executor"] = plugin_table(spec.executor)
     data.update(spec.written_tables)
     return data
 

@@ -14,7 +14,7 @@ from fractions import Fraction
 from ..kernel.attack import TransferAttack
 from ..kernel.entries import TARGET_MODES, AttackSpec
 from ..kernel.errors import UsageError
-from ..kernel.threat import NORMS
+from ..kernel.threat import FLOAT32_MAX, NORMS
 from .spec_models import parse_model
 from .spec_parts import array_of_tables, plugin_entry, unique_id
 
@@ -56,8 +56,9 @@ def _model_ids(value, at):
 
 def _check_threat(spec, at):
     """The attack (and a transfer attack's source attack) can run under the entry's threat."""
-    try:
-        spec.attack.check_threat(spec.threat(spec.eps[0], (0.0, 1.0)))
+    eps = spec.eps[0] if spec.eps[0] is None else min(spec.eps[0], FLOAT32_MAX)
+    try:  # (an eps beyond the input box is refused with the box's size: check_eps_scale)
+        spec.attack.check_threat(spec.threat(eps, (0.0, 1.0)))
     except UsageError as exc:
         raise at.error(str(exc)) from None
 

@@ -26,7 +26,7 @@ _EXPORTS = {
                        "Preprocessed", "Preprocessor", "TrainingDefense"),
     "kernel.executor": ("Executor", "LocalExecutor", "SetWork", "Unit", "UnitResult"),
     "kernel.generative": ("GenerativeModel", "class_reconstructions", "offers_reconstructions"),
-    "kernel.entries": ("AttackSpec", "ModelSpec", "RunSpec"),
+    "kernel.entries": ("NAIVE_SUFFIX", "AttackSpec", "ModelSpec", "RunSpec"),
     "kernel.errors": ("AdvxError", "DuplicatePluginError", "ExitCode", "ParameterError",
                       "PluginLoadError", "ThreatModelViolation", "UnknownPluginError",
                       "UsageError"),

@@ -112,10 +112,6 @@ class RunSpec:
         """The attack entry with id ``ident``."""
         return _by_id(self.attacks, ident, "attack")
 
-    def attacks_on(self, model):
-        """The attack entries that run on the model entry ``model``."""
-        return tuple(a for a in self.attacks if a.runs_on(model))
-
 
 def _by_id(entries, ident, kind):
     for entry in entries:

@@ -131,13 +131,15 @@ def _check_model_ids(models, attacks, where):
 
 
 def _check_access(models, attacks, where):
-    """No gradient attack on a model that offers scores only (its plugin's ``access``)."""
-    pairs = [(m, a, f"attacks[{i}]") for i, a in enumerate(attacks) for m in models
+    """Every attack runs only on models that give it what it needs: no gradient attack on a
+    model that offers scores only (its plugin's ``access``), nothing an attack ``requires``
+    that the model's plugin does not ``offer``; a transfer entry's source attack is checked
+    against its source model."""
+    pairs = [(m, a.attack, f"attacks[{i}]") for i, a in enumerate(attacks) for m in models
              if a.runs_on(m)]
     pairs += [(a.source, a.attack.source_attack, f"attacks[{i}].source_attack")
               for i, a in enumerate(attacks) if a.source is not None]
     for model, attack, at in pairs:
-        attack = getattr(attack, "attack", attack)
         missing = sorted(set(attack.requires) - set(model.plugin.offers))
         if missing:
             raise where.at(at).error(

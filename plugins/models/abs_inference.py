@@ -58,12 +58,12 @@ class LatentSearch:
     def candidates(self, bank, like):
         """``(prior latents (n, 8), their images under every class (K, n, D),
         squared norms (K, n))``, decoded once per set of weights."""
-        tensors = [*bank._vaes[0].parameters(), *bank._vaes[0].buffers()]
+        tensors = [*bank.vaes.parameters(), *bank.vaes.buffers()]
         key = (like.device, like.dtype, tuple((t.data_ptr(), t._version) for t in tensors))
         if key not in self._cache:
             self._cache.clear()
             z = self.prior(like.device, like.dtype)
-            classes = len(bank._vaes[0])
+            classes = len(bank.vaes)
             with torch.no_grad():
                 images = torch.cat([bank(part.unsqueeze(1).expand(-1, classes, -1)).flatten(2)
                                     for part in z.split(CANDIDATE_CHUNK)])

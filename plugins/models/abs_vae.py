@@ -73,8 +73,13 @@ class DecoderBank(nn.Module):
         super().__init__()
         self._vaes = [vaes]  # a plain list: the bank owns no parameters of its own
 
+    @property
+    def vaes(self):
+        """The class VAEs whose decoders this bank runs."""
+        return self._vaes[0]
+
     def forward(self, z):
-        return torch.stack([vae.decode(z[:, c]) for c, vae in enumerate(self._vaes[0])], 1)
+        return torch.stack([vae.decode(z[:, c]) for c, vae in enumerate(self.vaes)], 1)
 
 
 class ClassVAEs(nn.Module):

@@ -30,8 +30,7 @@ def _check_accuracy_at(instance, attribute, value):
         if norm not in advx.NORMS:
             raise ValueError(f"accuracy_at: unknown norm {norm!r}; allowed: "
                              f"{', '.join(advx.NORMS)}")
-        if (isinstance(distance, bool) or not isinstance(distance, int | float)
-                or not math.isfinite(distance) or distance < 0):
+        if not advx.is_finite_number(distance) or distance < 0:
             raise ValueError(f"accuracy_at.{norm} must be a finite number >= 0, got "
                              f"{distance!r}")
         if norm == "l0" and distance != int(distance):

@@ -16,7 +16,7 @@ from . import inference_loops
 TOLERANCE = 0.01  # robust accuracies closer than 1 point count as equal
 FEW_POINTS = 0.03  # "more than a few points" for the steps/restarts check
 FAR_BELOW = 0.10  # adaptive vs non-adaptive gap that flags a detector
-NAIVE_SUFFIX = " (non-adaptive)"  # the id of a model entry's non-adaptive twin
+NAIVE_SUFFIX = advx.NAIVE_SUFFIX  # the id suffix of a model entry's non-adaptive twin
 BUDGET_KEYS = frozenset({"steps", "restarts", "step_size", "random_start"})
 CHECKS = {
     "gradient-weaker-than-black-box":

@@ -118,6 +118,12 @@ def finite(low=None, high=None, *, low_open=False, high_open=False, optional=Fal
     return check
 
 
+def boolean(instance, attribute, value):
+    """An attrs validator: ``True`` or ``False`` (never 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be true or false, got {value!r}")
+
+
 def to_float(value):
     """A converter: real numbers (not bools) become floats; anything else is left for the
     validator to refuse (``float("inf")`` of a string, ``float(True)`` would hide the error)."""

@@ -23,11 +23,6 @@ from ._queries import count_field, no_queries
 _fraction = finite(0, 1, low_open=True)
 
 
-def _boolean(instance, attribute, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be true or false, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class LatentDescent(advx.MinimizationAttack):
     """Toward the reconstruction of the most likely other class, then a bisection back.
@@ -48,7 +43,7 @@ class LatentDescent(advx.MinimizationAttack):
     step: float = attrs.field(default=0.05, validator=_fraction, metadata={
         "help": "fraction of the way to the reconstruction taken per walking step"})
     bisection: int = count_field(10, "bisection steps back toward the clean input", minimum=0)
-    binary: bool = attrs.field(default=False, validator=_boolean, metadata={
+    binary: bool = attrs.field(default=False, validator=advx.boolean, metadata={
         "help": "the binary variant (binary ABS): binarized reconstructions, pixels snapped "
                 "just across the threshold"})
     threshold: float = attrs.field(default=0.5, validator=_fraction, metadata={

@@ -37,11 +37,6 @@ def _check_accuracy_at(instance, attribute, value):
             raise ValueError(f"accuracy_at.l0 must be a whole number of pixels, got {distance!r}")
 
 
-def _check_boolean(instance, attribute, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be true or false, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class MinimalPerturbation(RobustAccuracy):
     """Robust accuracy, plus per sample and norm the smallest adversarial any attack found.
@@ -83,7 +78,7 @@ class MinimalPerturbation(RobustAccuracy):
         metadata={"help": "per norm, the distance at which to report robust accuracy "
                           "(norms left out keep their default)"})
     eps_search: bool = attrs.field(
-        default=False, validator=_check_boolean,
+        default=False, validator=advx.boolean,
         metadata={"help": "fixed-eps attacks with two or more eps contribute a per-sample "
                           "search over their eps instead of one run per eps"})
 

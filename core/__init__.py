@@ -19,6 +19,7 @@ import importlib
 from ._version import __version__  # noqa: F401  (in __all__)
 
 _EXPORTS = {
+    "kernel.accounting": ("for_samples",),
     "kernel.attack": ("Attack", "AttackResult", "FixedEpsilonAttack", "MinimizationAttack",
                       "Replay", "TransferAttack"),
     "kernel.dataset": ("Dataset", "DatasetInfo"),

@@ -14,6 +14,8 @@ from typing import ClassVar
 import attrs
 import torch
 
+from .accounting import declared_rows
+from .budget import Ledger, ledger_open, returned_worse
 from .errors import ThreatModelViolation, UsageError
 from .model import attacking, reject_index
 from .random import SampleStreams
@@ -32,6 +34,19 @@ class AttackResult:
     distance: torch.Tensor  # float: distance to the clean input in the threat model's norm
     pred: torch.Tensor  # int64: the model's prediction on x_adv
     queries: torch.Tensor  # int64: model evaluations the attack spent per sample
+    # Counted by the core (advx.kernel.budget), per sample; None where nothing was counted
+    # (results built outside Attack.__call__).
+    forwards: torch.Tensor | None = None  # int64: forward propagations through the model
+    backwards: torch.Tensor | None = None  # int64: backward propagations through the model
+    best_distance: torch.Tensor | None = None  # best adversarial queried (inf: none)
+    out_of_budget: torch.Tensor | None = None  # bool: a propagation was refused by the budget
+
+    def returned_worse(self, kind):
+        """Per sample: the attack had queried a better adversarial than the one it returned
+        (``kind`` is the attack's: "fixed-eps" or "minimization"); None if not counted."""
+        if self.best_distance is None:
+            return None
+        return returned_worse(kind, self.success, self.distance, self.best_distance)
 
 
 @attrs.frozen(kw_only=True)
@@ -95,22 +110,27 @@ class Attack:
             raise TypeError(f"{cls.__qualname__} overrides Attack.__call__, where the core checks "
                             "every result against its threat model; override run() instead")
 
-    def __call__(self, model, x, y, threat, *, targets=None, seed=None):
+    def __call__(self, model, x, y, threat, *, targets=None, seed=None, budget=None):
         """Attack ``model`` on the batch ``(x, y)`` under ``threat``; see :class:`AttackResult`.
 
         ``seed`` is an int (row ``i`` draws from the stream of ``(seed, i)``), an int64 tensor
         of one seed per sample (a sample's result then depends on its seed alone, not on the
-        rest of the batch), or None (seed 0).  Final: subclasses override :meth:`run`.
+        rest of the batch), or None (seed 0).  ``budget`` caps the forward plus backward
+        propagations per sample (None: no cap); the core counts them and enforces it
+        (:mod:`advx.kernel.budget`).  Final: subclasses override :meth:`run`.
         """
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"threat must be an advx.ThreatModel, got {type(threat).__name__}")
         self.check_threat(threat)
         _check_batch(x, y, targets, threat)
+        _check_budget(budget)
         rng = _streams(seed, x)
+        ledger = Ledger(model, x, targets if threat.targeted else y, threat,
+                        rejected=reject_index(model), budget=budget, base=declared_rows())
         was_training = model.training
         model.eval()
         try:
-            with attacking(model):
+            with attacking(model), ledger_open(ledger):
                 out = self.run(model, x, y, threat, targets=targets, rng=rng)
             x_adv, queries = out if isinstance(out, tuple) else (out, None)
             x_adv = self._enforce(x, x_adv.detach(), threat)
@@ -118,7 +138,9 @@ class Attack:
                 pred = model(x_adv).argmax(1)
         finally:
             model.train(was_training)
-        return self._result(x, y, x_adv, pred, threat, targets, queries, reject_index(model))
+        result = self._result(x, y, x_adv, pred, threat, targets, queries, reject_index(model))
+        return attrs.evolve(result, forwards=ledger.forwards, backwards=ledger.backwards,
+                            best_distance=ledger.best, out_of_budget=ledger.refused)
 
     def _enforce(self, x, x_adv, threat):
         """The core's check of the returned examples against the threat model."""
@@ -243,6 +265,14 @@ def _check_batch(x, y, targets, threat):
             raise UsageError("a targeted threat model needs targets: an int64 tensor like y")
     elif targets is not None:
         raise UsageError("targets were given but the threat model is not targeted")
+
+
+def _check_budget(budget):
+    if budget is None:
+        return
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise UsageError(f"budget must be a whole number of propagations per sample >= 1, "
+                         f"or None; got {budget!r}")
 
 
 def _streams(seed, x):

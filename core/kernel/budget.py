@@ -22,9 +22,24 @@ import contextlib
 import contextvars
 import threading
 
+import numpy as np
 import torch
 
 from .accounting import declared_rows, fresh_rows
+
+# The per-sample counts of a result (AttackResult fields, set columns) and their value where
+# nothing was counted (a set computed before advx counted, a result made outside the core).
+COUNTS = ("forwards", "backwards", "best_distance", "out_of_budget")
+UNCOUNTED = {"forwards": -1, "backwards": -1, "best_distance": float("nan"),
+             "out_of_budget": False}
+
+
+def uncounted(name, n, distance_dtype):
+    """``n`` rows of the :data:`UNCOUNTED` value of the count ``name`` (a numpy array)."""
+    dtype = {"forwards": np.int64, "backwards": np.int64, "out_of_budget": bool,
+             "best_distance": distance_dtype}[name]
+    return np.full(n, UNCOUNTED[name], dtype=dtype)
+
 
 _LEDGERS = contextvars.ContextVar("advx_ledgers", default=())
 _HOOKS = {}  # id(module) -> [hook handle, number of open ledgers]

@@ -57,7 +57,9 @@ class AttackSpec:
     ``eps`` lists the radii it runs at (``(None,)`` for a minimisation attack without eps);
     ``target`` is a class index or one of :data:`TARGET_MODES` when ``targeted``.  A transfer
     entry also carries its ``source`` model.  ``models`` names the model entries it runs on
-    (None: every one); a model's ``(non-adaptive)`` twin goes with it.
+    (None: every one); a model's ``(non-adaptive)`` twin goes with it.  ``budget`` caps the
+    propagations each sample may cost (the spec's ``propagations``; the core enforces it:
+    :mod:`advx.kernel.budget`).
     """
 
     id: str
@@ -68,6 +70,7 @@ class AttackSpec:
     target: object = None
     source: ModelSpec | None = None
     models: tuple | None = None
+    budget: int | None = None  # forward + backward propagations per sample (None: no cap)
 
     @property
     def name(self):

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import attrs
 
+from .budget import COUNTS, uncounted
 from .protocol import SetJob, SetMethod
 
 RESULT_NAMES = ("x_adv", "success", "distance", "pred", "queries")
@@ -27,9 +28,16 @@ RESULT_NAMES = ("x_adv", "success", "distance", "pred", "queries")
 
 def result_arrays(result):
     """An :class:`advx.AttackResult` (or a dict of tensors with its fields) as numpy arrays
-    named like the set's results."""
-    get = result.get if isinstance(result, dict) else lambda name: getattr(result, name)
-    return {name: get(name).detach().cpu().numpy() for name in RESULT_NAMES}
+    named like the set's results; propagation counts it lacks (a result not made by
+    :meth:`advx.Attack.__call__`) are filled with their "not counted" value."""
+    get = (result.get if isinstance(result, dict)
+           else lambda name: getattr(result, name, None))
+    arrays = {name: get(name).detach().cpu().numpy() for name in RESULT_NAMES}
+    for name in COUNTS:
+        value = get(name)
+        arrays[name] = (uncounted(name, len(arrays["success"]), arrays["distance"].dtype)
+                        if value is None else value.detach().cpu().numpy())
+    return arrays
 
 
 @attrs.frozen(eq=False)

@@ -14,6 +14,8 @@ from typing import ClassVar
 import attrs
 import torch
 
+from .budget import returned_worse
+
 # Keys of report.json that the run itself writes: a protocol's results may not use them, and
 # no plugin may change them (plugins add keys of their own in advx_run_finished).
 RUN_KEYS = frozenset({
@@ -91,6 +93,27 @@ class Outcome:
     key: str = ""  # the set's cache key
     origin: str = "computed"  # computed, cache or resumed
     reused_batches: int = 0
+    # Propagation accounting (advx.kernel.budget): per sample, -1 / nan where the set was
+    # computed before advx counted; None where the outcome was not read from a set.
+    forwards: torch.Tensor | None = None
+    backwards: torch.Tensor | None = None
+    best_distance: torch.Tensor | None = None
+    out_of_budget: torch.Tensor | None = None
+
+    def propagations(self):
+        """Mean forward + backward propagations per eligible sample (None if not counted)."""
+        if self.forwards is None or not bool(self.eligible.any()):
+            return None
+        spent = (self.forwards + self.backwards)[self.eligible]
+        return None if bool((spent < 0).any()) else float(spent.double().mean())
+
+    def returned_worse(self, kind):
+        """How many eligible samples the attack (of ``kind``) returned a worse point for than
+        an adversarial it had queried (None if not counted)."""
+        if self.best_distance is None or bool(self.best_distance.isnan().any()):
+            return None
+        worse = returned_worse(kind, self.success, self.distance, self.best_distance)
+        return int((worse & self.eligible).sum())
 
     def success_rate(self):
         """Fraction of eligible samples the attack succeeded on (None if none is eligible)."""
@@ -136,6 +159,7 @@ class SetJob:
     seeds: torch.Tensor
     clean_logits: torch.Tensor
     device: torch.device
+    budget: int | None = None  # propagations per sample the core allows the attack
 
     def rows(self, start, stop):
         """``(x, y, targets or None, seeds)`` of the rows ``start:stop`` on the device."""

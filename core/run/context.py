@@ -9,6 +9,7 @@ the protocol declares all at once (:meth:`Session.prefetch`).
 
 import torch
 
+from ..kernel.budget import COUNTS
 from ..kernel.errors import UsageError
 from ..kernel.executor import LocalExecutor
 from ..kernel.model import reject_index
@@ -160,6 +161,7 @@ class Session:
                        success=torch.from_numpy(arrays["success"]),
                        distance=torch.from_numpy(arrays["distance"]),
                        queries=torch.from_numpy(arrays["queries"]),
+                       **{name: torch.from_numpy(arrays[name]) for name in COUNTS},
                        eligible=eligible, seconds=obtained.stored.seconds,
                        key=obtained.stored.key, origin=obtained.origin,
                        reused_batches=obtained.reused_batches)
@@ -171,7 +173,8 @@ class Session:
             model_name=model.name, weights_sha256=self.built(model).digest,
             defenses=stack.defense_identity(model), dataset_identity=self.dataset.identity(),
             indices=self.indices, attack=attack.attack, threat=threat, target=attack.target,
-            seed=self.protocol.seed, method=method, source_key=source_key)
+            seed=self.protocol.seed, method=method, source_key=source_key,
+            budget=attack.budget)
 
     def spec_fragment(self, model, attack):
         """The spec entries a set's provenance records."""

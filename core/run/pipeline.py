@@ -33,7 +33,8 @@ class AttackOnce(SetMethod):
 
     def compute(self, job, start, stop, state):
         x, y, targets, seeds = job.rows(start, stop)
-        return job.attack(job.model, x, y, job.threat, targets=targets, seed=seeds)
+        return job.attack(job.model, x, y, job.threat, targets=targets, seed=seeds,
+                          budget=job.budget)
 
 
 class ReplaySource(SetMethod):
@@ -133,7 +134,8 @@ def _plan(session, request):
         targets = torch.full_like(session.y, -1) if targets is None else targets
     job = SetJob(model=session.module(model), attack=entry.attack, threat=threat, x=session.x,
                  y=session.y, targets=targets, seeds=sample_seeds(identity, session.indices),
-                 clean_logits=session.clean_logits(model), device=session.device)
+                 clean_logits=session.clean_logits(model), device=session.device,
+                 budget=entry.budget)
     return Plan(request, identity, set_key(identity), job, method)
 
 

@@ -18,7 +18,8 @@ from ..kernel.threat import FLOAT32_MAX, NORMS
 from .spec_models import parse_model
 from .spec_parts import array_of_tables, plugin_entry, unique_id
 
-ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target", "models")
+ATTACK_RESERVED = ("id", "norm", "eps", "targeted", "target", "models", "propagations")
+MAX_PROPAGATIONS = 10**9  # a per-sample budget beyond any attack's need
 MAX_EPS = 1000  # distinct eps values of one entry (as many as an eps range may have)
 
 
@@ -36,7 +37,8 @@ def parse_attacks(registry, value, where, base_dir):
         eps = _eps_list(table.get("eps"), norm, attack, at)
         targeted, target = _targeting(table, at)
         spec = AttackSpec(ident, attack, norm, eps, targeted, target, source,
-                          _model_ids(table.get("models"), at))
+                          _model_ids(table.get("models"), at),
+                          _budget(table.get("propagations"), attack, at))
         _check_threat(spec, at)
         attacks.append(spec)
     return tuple(attacks)
@@ -52,6 +54,21 @@ def _model_ids(value, at):
         raise at.error(f"models must be a non-empty list of model ids, e.g. models = "
                        f"[\"abs\"], got {value!r}")
     return tuple(dict.fromkeys(value))
+
+
+def _budget(value, attack, at):
+    """The entry's ``propagations``: a whole number of forward + backward passes per sample
+    the core allows the attack (None: no cap)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROPAGATIONS:
+        raise at.error(f"propagations must be a whole number from 1 to {MAX_PROPAGATIONS} "
+                       f"(forward + backward passes per sample), got {value!r}")
+    if isinstance(attack, TransferAttack):
+        raise at.error("propagations caps what an attack spends on the model it attacks; a "
+                       "transfer attack spends nothing on it (cap its source_attack's own "
+                       "parameters instead)")
+    return value
 
 
 def _check_threat(spec, at):

@@ -52,6 +52,8 @@ def attack_spec_dict(attack):
         entry["target"] = attack.target
     if attack.models is not None:
         entry["models"] = list(attack.models)
+    if attack.budget is not None:
+        entry["propagations"] = attack.budget
     return entry
 
 

@@ -25,11 +25,14 @@ import attrs
 import h5py
 import numpy as np
 
+from ..kernel.budget import COUNTS, uncounted
 from ..kernel.errors import UsageError
 
 FORMAT = "advx-adversarial-set"
 FORMAT_VERSION = 2  # 2: no batch size in the identity, per-sample streams, shard records
-RESULTS = ("x_adv", "success", "distance", "pred", "queries")  # written shard by shard
+# COUNTS: per-sample propagation accounting (advx.kernel.budget); sets written before advx
+# counted lack them and read back with the UNCOUNTED values.
+RESULTS = ("x_adv", "success", "distance", "pred", "queries", *COUNTS)  # written shard by shard
 INPUTS = ("y", "indices", "targets")  # known before the attack runs; targets -1 if untargeted
 ARRAYS = RESULTS + INPUTS
 FINAL_SUFFIX = ".h5"
@@ -102,7 +105,8 @@ def read_set(path):
             check_format(f, path)
             if not bool(f.attrs.get("complete", False)):
                 raise CorruptSetError(f"{path.name}: not marked complete")
-            arrays = {name: _read_array(f, name, path) for name in ARRAYS}
+            arrays = {name: _read_array(f, name, path) for name in ARRAYS
+                      if name in f or name not in COUNTS}
             shards = {name: f["shards"][name][()] for name in ("start", "stop", "seconds")}
             provenance = json.loads(f.attrs["provenance"])
             key, digest = str(f.attrs["key"]), str(f.attrs["digest"])
@@ -115,7 +119,15 @@ def read_set(path):
         raise CorruptSetError(f"{path.name}: content digest does not match (altered or damaged)")
     if key != path.name.removesuffix(FINAL_SUFFIX):
         raise CorruptSetError(f"{path.name}: holds set {key}, not the one its name says")
-    return StoredSet(key, path, arrays, provenance, shards)
+    return StoredSet(key, path, uncounted_filled(arrays), provenance, shards)
+
+
+def uncounted_filled(arrays):
+    """``arrays`` with the :data:`COUNTS` it lacks (a set computed before propagations were
+    counted) filled with their :data:`UNCOUNTED` value, one per row."""
+    filled = {name: uncounted(name, len(arrays["y"]), arrays["distance"].dtype)
+              for name in COUNTS if name not in arrays}
+    return {**arrays, **filled}
 
 
 def check_format(f, path):

@@ -33,13 +33,14 @@ def unit_seed(*parts):
 
 
 def set_identity(*, model_name, weights_sha256, defenses, dataset_identity, indices, attack,
-                 threat, target, seed, method=None, source_key=None):
+                 threat, target, seed, method=None, source_key=None, budget=None):
     """The identity of one adversarial set (JSON-ready).
 
     :param defenses: the model's defense stack as plain data (name, kind, parameters).
     :param indices: the test-set indices of the set's samples (an int64 tensor).
     :param attack: the attack instance.
     :param method: the identity of the set's :class:`advx.SetMethod`, if it has one.
+    :param budget: the propagations per sample the core allowed the attack, if capped.
     """
     identity = {
         "model": {"plugin": model_name, "weights_sha256": weights_sha256},
@@ -53,6 +54,8 @@ def set_identity(*, model_name, weights_sha256, defenses, dataset_identity, indi
         "target": target if threat.targeted else None,
         "seed": seed,
     }
+    if budget is not None:  # propagations per sample: the core cut the attack short
+        identity["budget"] = budget
     if method is not None:
         identity["method"] = method
     if source_key is not None:
@@ -97,6 +100,10 @@ def result_layout(x, threat):
         "distance": (_numpy_dtype(distance.dtype), ()),
         "pred": (np.dtype(np.int64), ()),
         "queries": (np.dtype(np.int64), ()),
+        "forwards": (np.dtype(np.int64), ()),
+        "backwards": (np.dtype(np.int64), ()),
+        "best_distance": (_numpy_dtype(distance.dtype), ()),
+        "out_of_budget": (np.dtype(bool), ()),
     }
 
 

@@ -63,6 +63,7 @@ class SetWriter:
         self.final_path = self.directory / f"{key}{FINAL_SUFFIX}"
         self._rows = None
         self._next_slot = 0
+        self.results = RESULTS  # the result datasets: those of the layout (see _use)
 
     # -- resuming --------------------------------------------------------------------------
 
@@ -73,6 +74,7 @@ class SetWriter:
         ``layout`` maps each result name to ``(dtype, row shape)``; a partial file made for
         another layout (or another set) is removed and recomputed.
         """
+        self._use(layout)
         if not self.path.exists():
             return []
         try:
@@ -92,13 +94,15 @@ class SetWriter:
         check_format(f, self.path)
         if f.attrs.get("key") != self.key or len(f["shards"]["done"]) != self.slots:
             raise _Mismatch
+        if {name for name in RESULTS if name in f} != set(layout):
+            raise _Mismatch
         for name, (dtype, shape) in layout.items():
             if f[name].dtype != dtype or f[name].shape != (self.n, *shape):
                 raise _Mismatch
         for name in INPUTS:
             if not np.array_equal(f[name][()], self.inputs[name]):
                 raise _Mismatch
-        for name in RESULTS + tuple(f"shards/{r}" for r in RECORDS):
+        for name in self.results + tuple(f"shards/{r}" for r in RECORDS):
             if not is_contiguous(f[name]):
                 raise _Mismatch  # rows without a fixed place: written by another writer
 
@@ -113,7 +117,7 @@ class SetWriter:
             start, stop = int(starts[slot]), int(stops[slot])
             if not 0 <= start < stop <= self.n or covered[start:stop].any():
                 continue
-            rows = {name: f[name][start:stop] for name in RESULTS}
+            rows = {name: f[name][start:stop] for name in self.results}
             if arrays_digest(rows) == digests[slot].decode():
                 covered[start:stop] = True
                 good.append((start, stop))
@@ -124,11 +128,12 @@ class SetWriter:
 
     def open(self, layout):
         """Open the partial file for writing, creating it if absent."""
+        self._use(layout)
         with storage_errors(self.path):
             if not self.path.exists():
                 self._create(layout)
                 self._next_slot = 0
-            names = RESULTS + tuple(f"shards/{r}" for r in RECORDS)
+            names = self.results + tuple(f"shards/{r}" for r in RECORDS)
             self._rows = RowFile(self.path, names)
         return self
 
@@ -145,7 +150,7 @@ class SetWriter:
         record = {"start": start, "stop": stop, "digest": arrays_digest(results).encode(),
                   "seconds": seconds}
         with storage_errors(self.path):
-            for name in RESULTS:
+            for name in self.results:
                 self._rows.write(name, start, results[name])
             self._rows.sync()
             for name, value in record.items():
@@ -164,7 +169,7 @@ class SetWriter:
                                records["seconds"][()].tolist()))
             if sum(b - a for a, b in shards) != self.n:
                 raise RuntimeError(f"{self.path.name}: finish() before every row is stored")
-            arrays = {name: f[name][()] for name in RESULTS + INPUTS}
+            arrays = {name: f[name][()] for name in self.results + INPUTS}
         table = {"start": np.array([a for a, _ in shards], dtype=np.int64),
                  "stop": np.array([b for _, b in shards], dtype=np.int64),
                  "seconds": np.array([seconds[s] for s in shards], dtype=np.float64)}
@@ -174,6 +179,14 @@ class SetWriter:
         return self.final_path
 
     # -- internals -------------------------------------------------------------------------
+
+    def _use(self, layout):
+        """Write the results of ``layout``: every one of :data:`RESULTS`, or all but the
+        propagation counts (a layout without them; read back as not counted)."""
+        unknown = set(layout) - set(RESULTS)
+        if unknown:
+            raise ValueError(f"results {sorted(unknown)} are not set results {RESULTS}")
+        self.results = tuple(name for name in RESULTS if name in layout)
 
     def _create(self, layout):
         def fill(f):

@@ -98,10 +98,23 @@ def result_row(model, attack, eps, outcome, robust, rejected=None):
         "attack_success_rate": outcome.success_rate(),
         "median_distance": float(distances.median()) if len(distances) else None,
         "mean_queries": float(outcome.queries.double().mean()),
+        **accounting_fields(attack, outcome),
         "seconds": round(outcome.seconds, 3),
         "set_key": outcome.key,
         "cache": outcome.origin,
     }
+
+
+def accounting_fields(attack, outcome):
+    """What the core counted for the set: mean propagations per eligible sample, samples
+    whose budget ran out (when the entry had one), and samples the attack returned a worse
+    point for than one it had queried (None where the set predates the counts)."""
+    fields = {"mean_propagations": outcome.propagations(),
+              "returned_worse": outcome.returned_worse(attack.attack.kind)}
+    if attack.budget is not None:
+        fields["propagations_budget"] = attack.budget
+        fields["out_of_budget"] = int((outcome.out_of_budget & outcome.eligible).sum())
+    return fields
 
 
 def detection_rows(context):

@@ -39,6 +39,10 @@ CHECKS = {
         "a detector rejects more clean test inputs than its requested false-positive rate "
         "allows (beyond three binomial standard errors)",
     inference_loops.CHECK: inference_loops.DESCRIPTION,
+    "returned-worse-than-queried":
+        "an attack returned, for some samples, a worse point than an adversarial it had "
+        "already queried within the threat model (counted by the core): its result "
+        "understates it",
     "more-budget-much-stronger":
         "more steps or restarts of the same attack lower robust accuracy by more than 3 points "
         "(the smaller budget had not converged)",
@@ -76,9 +80,16 @@ def sanity_flags(context, results, detection=()):
         flags += [{**where, **f} for f in _more_budget(group)]
         if eps is None or eps >= box[norm]:
             flags += [{**where, **f} for f in _unbounded(group)]
-    flags += _rising_with_eps(rows)
+    flags += _rising_with_eps(rows) + _returned_worse(rows)
     return (flags + _adaptive_far_below(rows) + _naive_stronger(rows)
             + _fpr_above_requested(detection) + inference_loops.inference_loop_flags(context))
+
+
+def _returned_worse(rows):
+    return [{"model": r.result["model"], "norm": r.result["norm"], "eps": r.result["eps"],
+             **_flag("returned-worse-than-queried", [r.id],
+                     f"{r.id}: {r.result['returned_worse']} of {r.result['n']} samples")}
+            for r in rows if r.result.get("returned_worse")]
 
 
 def _twins(rows):

@@ -80,13 +80,23 @@ def _origin(row):
 def _results(rows):
     lines = ["## Robust accuracy per attack", "",
              "| model | attack | threat | robust accuracy | attack success | median distance "
-             "| seconds | set |", "|---|---|---|---|---|---|---|---|"]
+             "| propagations | seconds | set |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         threat = f"{r['norm']} {_eps(r['eps'])}{' targeted' if r['targeted'] else ''}"
         lines.append(f"| {r['model']} | {r['attack']} | {threat} | {pct(r['robust_accuracy'])} "
                      f"| {pct(r['attack_success_rate'])} | {_num(r['median_distance'])} "
-                     f"| {r['seconds']:.1f} | {_origin(r)} |")
+                     f"| {_propagations(r)} | {r['seconds']:.1f} | {_origin(r)} |")
     return "\n".join(lines)
+
+
+def _propagations(row):
+    """Mean forward + backward propagations per sample, with the budget when capped (n/a for
+    sets computed before advx counted them)."""
+    mean = row.get("mean_propagations")
+    if mean is None:
+        return "n/a"
+    budget = row.get("propagations_budget")
+    return f"{mean:.0f}" + ("" if budget is None else f" of {budget}")
 
 
 def _worst_case(rows):

@@ -62,8 +62,13 @@ class Ledger:
         n, device = len(x), x.device
         self.forwards = torch.zeros(n, dtype=torch.int64, device=device)
         self.backwards = torch.zeros(n, dtype=torch.int64, device=device)
-        self.refused = torch.zeros(n, dtype=torch.bool, device=device)
+        self.refusals = torch.zeros(n, dtype=torch.int64, device=device)
         self.best = torch.full((n,), float("inf"), dtype=x.dtype, device=device)
+
+    @property
+    def refused(self):
+        """Per sample: the budget refused it a propagation."""
+        return self.refusals > 0
 
     def rows_of(self, inputs, declared):
         """The samples of this batch that the rows of ``inputs`` are."""
@@ -82,9 +87,11 @@ class Ledger:
         spent = (self.forwards + self.backwards)[rows]
         return spent + rank_within(rows, len(self.x)) < self.budget
 
-    def count(self, counter, rows, allowed):
-        counter.index_add_(0, rows, allowed.to(torch.int64))
-        self.refused.index_fill_(0, rows[~allowed], True)
+    def count(self, counter, rows, allowed, asked):
+        """Count the ``asked`` rows' propagations in ``counter`` where ``allowed``, and a
+        refusal where not (masks, not selections: no host synchronisation)."""
+        counter.index_add_(0, rows, (asked & allowed).to(torch.int64))
+        self.refusals.index_add_(0, rows, (asked & ~allowed).to(torch.int64))
 
     def observe(self, rows, inputs, logits, allowed):
         """Keep the distance of every adversarial among the rows (within budget and the
@@ -163,8 +170,9 @@ def _on_forward(module, args, output):
         allowed = torch.ones(len(inputs), dtype=torch.bool, device=inputs.device)
         for ledger, rows in chain:
             allowed &= ledger.allowed(rows)
+        asked = torch.ones_like(allowed)
         for ledger, rows in chain:
-            ledger.count(ledger.forwards, rows, allowed)
+            ledger.count(ledger.forwards, rows, allowed, asked)
             ledger.observe(rows, inputs, output.detach(), allowed)
     if output.requires_grad:
         output.register_hook(_backward_counter(chain, allowed))
@@ -198,7 +206,7 @@ def _backward_counter(chain, served):
             for ledger, rows in chain:
                 allowed &= ledger.allowed(rows)
             for ledger, rows in chain:
-                ledger.count(ledger.backwards, rows[served], allowed[served])
+                ledger.count(ledger.backwards, rows, allowed, served)
         return grad * allowed.unsqueeze(1).to(grad.dtype) if limited else None
     return hook
 

@@ -3,13 +3,16 @@
 import advx
 
 from .apgd import APGDCE, APGDDLR
+from .apgd_t import APGDT
 from .bim import BIM
 from .boundary import Boundary
 from .cw import CarliniWagnerL2, CarliniWagnerLinf
 from .ddn import DDN
 from .deepfool import DeepFool
 from .estimated import EstimatedGradient
+from .fab import FAB
 from .fgsm import FGSM
+from .fmn import FMN
 from .jsma import JSMA
 from .latent_descent import LatentDescent
 from .mi_fgsm import MIFGSM
@@ -33,6 +36,7 @@ def advx_register_attacks(register):
     register(CarliniWagnerLinf)
     register(DeepFool)
     register(DDN)
+    register(FMN)
     register(OnePixel)
     register(Boundary)
     register(Pointwise)
@@ -42,6 +46,8 @@ def advx_register_attacks(register):
     register(Transfer)
     register(APGDCE)
     register(APGDDLR)
+    register(APGDT)
     register(Square)
     register(JSMA)
     register(EstimatedGradient)
+    register(FAB)

@@ -108,9 +108,11 @@ class _APGD(advx.FixedEpsilonAttack):
             index = (~best.fooled).nonzero().squeeze(1)
             if index.numel() == 0:
                 break
-            run, passes = self._one_run(model, x[index], y[index],
-                                        None if targets is None else targets[index],
-                                        labels[index], threat, rng.select(index))
+            with advx.for_samples(index):  # the run calls the model on these samples only
+                run, passes = self._one_run(model, x[index], y[index],
+                                            None if targets is None else targets[index],
+                                            labels[index], threat,
+                                            rng.select(index))
             queries[index] += passes
             best = merge(best, run, index)
         return best.x_adv, queries

@@ -165,7 +165,7 @@ class _MonotoneAttack:
     def __init__(self, grid, exact_distance):
         self.grid, self.exact_distance, self.calls = grid, exact_distance, 0
 
-    def __call__(self, model, x, y, threat, *, targets=None, seed=None):
+    def __call__(self, model, x, y, threat, *, targets=None, seed=None, budget=None):
         self.calls += 1
         truth = x[:, 0, 0, 0].long()
         index = self.grid.index(threat.eps)

@@ -26,7 +26,7 @@ class _Monotone:
     def __init__(self, grid, per_sample_eps):
         self.grid, self.per_sample_eps, self.calls = grid, per_sample_eps, 0
 
-    def __call__(self, model, x, y, threat, *, targets=None, seed=None):
+    def __call__(self, model, x, y, threat, *, targets=None, seed=None, budget=None):
         self.calls += 1
         truth = x[:, 0, 0, 0].long()
         eps = threat.eps if threat.per_sample else torch.full((len(y),), threat.eps)
@@ -99,7 +99,12 @@ def test_a_good_guide_saves_probes_and_merged_probes_save_calls():
     assert merged.calls <= rounds < per_call.calls / 3
     for size in (7, 64):  # the parts' size changes nothing
         again = sweep(_Monotone(grid, True), x, y, grid, logits, batch_size=size)
-        assert all(torch.equal(again[name], two[name]) for name in two)
+        assert all(_same(again[name], two[name]) for name in two)
+
+
+def _same(a, b):
+    """Equal tensors, nan equal to nan (a fake attack's rows are not counted: nan)."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 @given(st.sampled_from(["linf", "l2"]), st.lists(st.floats(0, 2), min_size=1, max_size=6),

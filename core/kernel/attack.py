@@ -116,14 +116,15 @@ class Attack:
         ``seed`` is an int (row ``i`` draws from the stream of ``(seed, i)``), an int64 tensor
         of one seed per sample (a sample's result then depends on its seed alone, not on the
         rest of the batch), or None (seed 0).  ``budget`` caps the forward plus backward
-        propagations per sample (None: no cap); the core counts them and enforces it
+        propagations per sample (an int, an int64 tensor of one cap per sample, or None: no
+        cap); the core counts them and enforces it
         (:mod:`advx.kernel.budget`).  Final: subclasses override :meth:`run`.
         """
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"threat must be an advx.ThreatModel, got {type(threat).__name__}")
         self.check_threat(threat)
         _check_batch(x, y, targets, threat)
-        _check_budget(budget)
+        _check_budget(budget, len(x))
         rng = _streams(seed, x)
         ledger = Ledger(model, x, targets if threat.targeted else y, threat,
                         rejected=reject_index(model), budget=budget, base=declared_rows())
@@ -267,12 +268,18 @@ def _check_batch(x, y, targets, threat):
         raise UsageError("targets were given but the threat model is not targeted")
 
 
-def _check_budget(budget):
+def _check_budget(budget, n):
     if budget is None:
+        return
+    if torch.is_tensor(budget):
+        if budget.dtype != torch.int64 or budget.shape != (n,) or bool((budget < 0).any()):
+            raise UsageError(f"a per-sample budget must be an int64 tensor of shape ({n},) "
+                             f"holding numbers >= 0, got {budget.dtype} "
+                             f"{tuple(budget.shape)}")
         return
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise UsageError(f"budget must be a whole number of propagations per sample >= 1, "
-                         f"or None; got {budget!r}")
+                         f"an int64 tensor of one per sample, or None; got {budget!r}")
 
 
 def _streams(seed, x):

@@ -51,15 +51,18 @@ class Ledger:
 
     :param goal: the labels to escape (untargeted) or the targets to reach (targeted).
     :param rejected: the model's reject output index (a detector), or None.
-    :param budget: propagations per sample (None: unlimited).
+    :param budget: propagations per sample: a whole number, an int64 tensor of one per sample
+        (what a search that calls an attack several times has left), or None (unlimited).
     :param base: the rows of the enclosing ledger's batch that this batch's samples are (the
         :func:`advx.for_samples` block the call was made in), or None.
     """
 
     def __init__(self, model, x, goal, threat, *, rejected=None, budget=None, base=None):
         self.model, self.x, self.goal, self.threat = model, x.detach(), goal, threat
-        self.rejected, self.budget, self.base = rejected, budget, base
         n, device = len(x), x.device
+        if torch.is_tensor(budget):
+            budget = budget.to(device)
+        self.rejected, self.budget, self.base = rejected, budget, base
         self.forwards = torch.zeros(n, dtype=torch.int64, device=device)
         self.backwards = torch.zeros(n, dtype=torch.int64, device=device)
         self.refusals = torch.zeros(n, dtype=torch.int64, device=device)
@@ -85,7 +88,8 @@ class Ledger:
         if self.budget is None:
             return torch.ones(len(rows), dtype=torch.bool, device=rows.device)
         spent = (self.forwards + self.backwards)[rows]
-        return spent + rank_within(rows, len(self.x)) < self.budget
+        budget = self.budget[rows] if torch.is_tensor(self.budget) else self.budget
+        return spent + rank_within(rows, len(self.x)) < budget
 
     def count(self, counter, rows, allowed, asked):
         """Count the ``asked`` rows' propagations in ``counter`` where ``allowed``, and a

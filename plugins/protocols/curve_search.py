@@ -47,7 +47,7 @@ FLOOR = 1e-3  # prior mass at every index beyond the kernels: no threshold is ru
 
 
 def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_logits=None,
-                    guide=None, skip=None, rejected=None, walk=False):
+                    guide=None, skip=None, rejected=None, walk=False, budget=None):
     """Search ``attack``'s threshold per sample over ``threats`` (one per grid eps, sorted).
 
     Returns per sample the smallest misclassified example found (the clean input where none;
@@ -56,13 +56,16 @@ def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_
     one int64 per sample; with a :class:`Guide` the samples are guided, else bisected.  A
     prediction equal to ``rejected`` (a detector's reject output) does not count as fooled.
     With ``walk`` every sample climbs the grid from its smallest eps until a probe fools it
-    (:func:`walk_up`): no monotonicity assumed.
+    (:func:`walk_up`): no monotonicity assumed.  The core's propagation counts are summed over
+    a sample's probes (forwards, backwards, out_of_budget; best_distance the smallest), and
+    ``budget`` (propagations per sample) holds for the whole search: each probe may spend
+    what the sample's earlier probes left.
     """
     if clean_logits is None:
         with torch.no_grad():
             clean_logits = model(x)
     search = _Search(attack, model, x, y, threats, targets, clean_logits.argmax(1), seeds,
-                     rejected)
+                     rejected, budget)
     members = search.correct if skip is None else search.correct & ~skip
     if walk:
         search.rounds(members, walk_up)
@@ -76,7 +79,7 @@ def find_thresholds(attack, model, x, y, threats, *, seeds, targets=None, clean_
 
 
 def fit_guide(attack, model, x, y, threats, *, seeds, targets, clean_logits, device,
-              rejected=None):
+              rejected=None, budget=None):
     """``(pilot indices, their search results, Guide or None)`` for the whole set (given as
     CPU tensors; the pilot runs on ``device``, where its results stay), or None when the set
     is too small for a pilot (then every sample is bisected)."""
@@ -86,7 +89,7 @@ def fit_guide(attack, model, x, y, threats, *, seeds, targets, clean_logits, dev
     found = find_thresholds(attack, model, x[pilot].to(device), y[pilot].to(device), threats,
                             seeds=seeds[pilot].to(device), rejected=rejected,
                             targets=None if targets is None else targets[pilot].to(device),
-                            clean_logits=clean_logits[pilot].to(device))
+                            clean_logits=clean_logits[pilot].to(device), budget=budget)
     log_eps = extended_log_eps([t.eps for t in threats])
     guide = Guide.fit(log_margin(clean_logits[pilot], y[pilot]), found["threshold"], log_eps)
     return pilot, found, guide
@@ -95,7 +98,8 @@ def fit_guide(attack, model, x, y, threats, *, seeds, targets, clean_logits, dev
 class _Search:
     """The intervals, probe counts and smallest examples of one search."""
 
-    def __init__(self, attack, model, x, y, threats, targets, clean_pred, seeds, rejected):
+    def __init__(self, attack, model, x, y, threats, targets, clean_pred, seeds, rejected,
+                 budget=None):
         self.attack, self.model, self.x, self.y = attack, model, x, y
         self.threats, self.targets, self.seeds = threats, targets, seeds.to(x.device)
         self.rejected = rejected
@@ -110,6 +114,11 @@ class _Search:
         self.lo = torch.full_like(y, -1)
         self.hi = torch.where(self.correct, len(threats), 0)
         self.probes = torch.zeros_like(y)
+        self.budget, self.counted = budget, True
+        self.counts = {"forwards": torch.zeros_like(y), "backwards": torch.zeros_like(y),
+                       "best_distance": torch.full((len(y),), torch.inf, dtype=x.dtype,
+                                                   device=x.device),
+                       "out_of_budget": torch.zeros_like(y, dtype=torch.bool)}
 
     def rounds(self, members, choose):
         """Probe the open ``members`` at ``choose(lo, hi, probes)`` until all are closed."""
@@ -137,7 +146,9 @@ class _Search:
         threat = self.threats[0].with_eps(self.eps[at]) if m is None else self.threats[m]
         seeds = advx.derive_seeds(self.seeds[index], self.probes[index], at)
         result = self.attack(self.model, self.x[index], y, threat, seed=seeds,
-                             targets=None if self.targets is None else self.targets[index])
+                             targets=None if self.targets is None else self.targets[index],
+                             budget=self.left(index))
+        self.count(index, result)
         fooled = result.pred != y
         if self.rejected is not None:
             fooled &= result.pred != self.rejected
@@ -151,10 +162,36 @@ class _Search:
             self.best[name][rows] = getattr(result, name)[better]
         self.best["distance"][rows] = result.distance[better].to(self.best["distance"].dtype)
 
+    def left(self, index):
+        """The propagations the samples ``index`` have left (None: no budget)."""
+        if self.budget is None or not self.counted:
+            return self.budget
+        spent = self.counts["forwards"][index] + self.counts["backwards"][index]
+        return (self.budget - spent).clamp_min(0)
+
+    def count(self, index, result):
+        """Add a probe's propagation counts to its samples' (a result without counts, from
+        an attack called outside the core, leaves the search's rows not counted)."""
+        if result.forwards is None:
+            self.counted = False
+        if not self.counted:
+            return
+        counts = self.counts
+        counts["forwards"][index] += result.forwards
+        counts["backwards"][index] += result.backwards
+        counts["out_of_budget"][index] |= result.out_of_budget
+        counts["best_distance"][index] = torch.minimum(
+            counts["best_distance"][index], result.best_distance.to(counts["best_distance"]))
+
     def found(self):
         best = dict(self.best)
         best["distance"] = torch.where(torch.isinf(best["distance"]), 0.0, best["distance"])
-        return {**best, "queries": self.probes, "threshold": self.hi}
+        counts = self.counts if self.counted else {  # the store's "not counted" values
+            "forwards": torch.full_like(self.probes, -1),
+            "backwards": torch.full_like(self.probes, -1),
+            "best_distance": torch.full_like(self.counts["best_distance"], torch.nan),
+            "out_of_budget": self.counts["out_of_budget"]}
+        return {**best, **counts, "queries": self.probes, "threshold": self.hi}
 
 
 def walk_up(lo, hi, probes=None):

@@ -108,7 +108,7 @@ class GuidedSweep(advx.SetMethod):
         return fit_guide(job.attack, job.model, job.x, job.y, self.threats(job),
                          seeds=job.seeds, targets=job.targets if job.threat.targeted else None,
                          clean_logits=job.clean_logits, device=job.device,
-                         rejected=self.rejected)
+                         rejected=self.rejected, budget=job.budget)
 
     def compute(self, job, start, stop, state):
         x, y, targets, seeds = job.rows(start, stop)
@@ -120,7 +120,7 @@ class GuidedSweep(advx.SetMethod):
         rows = find_thresholds(job.attack, job.model, x, y, self.threats(job), seeds=seeds,
                                targets=targets, guide=guide, skip=skip.to(job.device),
                                clean_logits=job.clean_logits[start:stop].to(job.device),
-                               rejected=self.rejected, walk=self.walk)
+                               rejected=self.rejected, walk=self.walk, budget=job.budget)
         if pilot is not None:  # the pilot's rows: as the pilot found them
             at = (pilot[inside] - start).to(job.device)
             for name, value in rows.items():

@@ -7,6 +7,7 @@ import advx
 
 from .curve import Curve
 from .minimal import MinimalPerturbation
+from .optimality import Optimality
 from .robust import RobustAccuracy
 
 
@@ -15,3 +16,4 @@ def advx_register_protocols(register):
     register(RobustAccuracy)
     register(MinimalPerturbation)
     register(Curve)
+    register(Optimality)

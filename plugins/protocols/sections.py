@@ -85,11 +85,11 @@ def _results(rows):
         threat = f"{r['norm']} {_eps(r['eps'])}{' targeted' if r['targeted'] else ''}"
         lines.append(f"| {r['model']} | {r['attack']} | {threat} | {pct(r['robust_accuracy'])} "
                      f"| {pct(r['attack_success_rate'])} | {_num(r['median_distance'])} "
-                     f"| {_propagations(r)} | {r['seconds']:.1f} | {_origin(r)} |")
+                     f"| {propagations_cell(r)} | {r['seconds']:.1f} | {_origin(r)} |")
     return "\n".join(lines)
 
 
-def _propagations(row):
+def propagations_cell(row):
     """Mean forward + backward propagations per sample, with the budget when capped (n/a for
     sets computed before advx counted them)."""
     mean = row.get("mean_propagations")

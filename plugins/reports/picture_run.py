@@ -22,8 +22,11 @@ Models with a detector or a purifier get the kinds of :mod:`.detection_run` too:
 distributions with the threshold) and "reconstructions" (every class's reconstruction).
 "distortion" draws, per norm of the minimal-perturbation protocol's results, robust accuracy
 against the distance of each sample's smallest adversarial, one step curve per model, with a
-dashed line at the protocol's ``accuracy_at`` distance (``pictures/distortion-<norm>.png``).  A
-picture that cannot be drawn (matplotlib or scikit-learn missing) is listed with the reason instead.
+dashed line at the protocol's ``accuracy_at`` distance (``pictures/distortion-<norm>.png``).
+"security" draws, per model and norm of the optimality protocol's results, the security curve
+of every attack and of the per-sample best over them (``pictures/security-<model>-<norm>.png``).
+A picture that cannot be drawn (matplotlib or scikit-learn missing) is listed with the reason
+instead.
 """
 
 import advx
@@ -34,8 +37,8 @@ from . import detection_run, representation
 from . import pictures as draw
 
 KINDS = ("curves", "grid", "representation", "activations", "detection", "scores",
-         "reconstructions", "distortion")
-DEFAULT_KINDS = ("curves", "detection", "distortion")  # without a [pictures] table
+         "reconstructions", "distortion", "security")
+DEFAULT_KINDS = ("curves", "detection", "distortion", "security")  # without a [pictures] table
 ADVERSARIAL_KINDS = {"grid", "representation", "activations"}  # drawn here, per attack
 FEATURE_SAMPLES = 1000  # clean test inputs in the representation pictures
 ACTIVATION_ROWS = 6
@@ -127,6 +130,15 @@ def render(context, measured, out_dir, spec):
                     "distance (smallest adversarial per sample)",
                     lambda path, e=entries, n=norm, d=at: draw.plot_distortion(e, path, n, d),
                     norm=norm)
+    if "security" in spec.kinds:
+        for entry in measured.get("optimality") or []:
+            if entry["model"] in [m.id for m in models]:
+                attempt("security", f"security-{_slug(entry['model'])}-{entry['norm']}",
+                        f"Security curves of the attacks on {entry['model']}, {entry['norm']}",
+                        lambda path, e=entry: draw.plot_distortion(
+                            security_curves(e), path, e["norm"], title=f"Attacks on "
+                            f"{e['model']}, {e['norm']}"), model=entry["model"],
+                        norm=entry["norm"])
     detection_run.render(context, measured, spec.kinds, models, attacks, attempt, _slug)
     if not set(spec.kinds) & ADVERSARIAL_KINDS:
         return done, skipped  # curves only: no adversarial set is read (or computed)
@@ -162,6 +174,17 @@ def distortion_groups(measured, model_ids):
     return [(norm, entries, next((e["accuracy_at"]["distance"] for e in entries
                                   if e.get("accuracy_at")), None))
             for norm, entries in sorted(groups.items())]
+
+
+def security_curves(entry):
+    """An optimality entry's curves as plot_distortion draws them: one per attack (labelled
+    with its optimality), then the per-sample best over them."""
+    def label(row):
+        score = row["optimality"]
+        return f"{row['attack']} ({'n/a' if score is None else format(score, '.3f')})"
+
+    curves = [{"model": label(row), "curve": row["curve"]} for row in entry["attacks"]]
+    return curves + [{"model": "best of all", "curve": entry["best_curve"]}]
 
 
 def curves_of(measured):

@@ -44,6 +44,7 @@ _EXPORTS = {
     "host.registry": ("Registry",),
     "store.weights": ("load_weights", "save_weights", "weights_digest"),
     "train.loop": ("evaluate_accuracy", "train_model"),
+    "train.units": ("TrainResult", "TrainUnit"),
 }
 _RENAMED = {  # public name -> (module, attribute)
     "derive_seeds": ("kernel.random", "derive"),

@@ -86,7 +86,9 @@ class Executor:
     :meth:`run` gets the units a run needs and yields a :class:`UnitResult` for each, in any
     order; it must raise a unit's own exception (an :class:`advx.UsageError` stays one) rather
     than retry it, and may retry a unit whose worker died (units are deterministic).
-    :meth:`close` frees what the executor started; a run calls it once at its end.
+    :meth:`train` trains models (a prefetching executor gets every classifier a run must
+    train at once, before any set).  :meth:`close` frees what the executor started; a run
+    calls it once at its end.
     """
 
     name: ClassVar[str]
@@ -94,6 +96,13 @@ class Executor:
 
     def run(self, units):
         raise NotImplementedError
+
+    def train(self, units):
+        """Yield a ``TrainResult`` per model training unit (:class:`advx.TrainUnit`), in any
+        order, with the same errors as :meth:`run`.  Default: ``unit.train()`` for each, in
+        this process, in order."""
+        for unit in units:
+            yield unit.train()
 
     def close(self):
         """Free workers and connections (nothing to do for an executor that starts none)."""

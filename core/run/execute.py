@@ -1,6 +1,8 @@
 """Running a spec from start to finish: protocol, artefacts, report files.
 
-1. The protocol evaluates on a :class:`~advx.run.context.Session` (the run context).
+1. The protocol evaluates on a :class:`~advx.run.context.Session` (the run context).  An
+   executor that computes units concurrently first trains the classifiers the cache lacks,
+   together (:mod:`advx.train.units`), then computes the sets the protocol lists, together.
 2. ``advx_run_finished(context, report, out_dir)``: plugins write artefacts (the built-in
    reports plugin draws the pictures) and may add entries of their own to the report.
 3. spec.toml and report.json are written (atomically).
@@ -23,6 +25,7 @@ from ..kernel.params import plugin_params
 from ..kernel.progress import no_progress
 from ..kernel.protocol import RUN_KEYS
 from ..store.atomic import write_text
+from ..train.units import train_models
 from .context import Session
 from .report import write_pages
 from .spec_write import spec_to_dict
@@ -45,7 +48,9 @@ def execute(spec, registry, out_dir, *, device="auto", cache=None, progress=no_p
     session.observers.append(
         lambda unit, result: registry.hook.advx_unit_finished(unit=unit, result=result))
     try:
-        if session.executor.prefetch:
+        if session.executor.prefetch:  # models, then sets, together on the executor
+            train_models(model_entries(spec), session.builder, session.executor,
+                         session.progress)
             session.prefetch(spec.protocol.requests(session))
         measured = checked_results(spec.protocol, spec.protocol.evaluate(session))
     finally:
@@ -93,6 +98,11 @@ def checked_results(protocol, measured):
         raise ProtocolError(f"protocol {protocol.name!r} returned a value JSON cannot hold: "
                             f"{exc}") from None
     return measured
+
+
+def model_entries(spec):
+    """The model entries of ``spec`` and the source models of its transfer entries."""
+    return [*spec.models, *(a.source for a in spec.attacks if a.source is not None)]
 
 
 def _model_entry(session, model, measured):

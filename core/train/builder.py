@@ -34,6 +34,9 @@ class Builder:
     label: str | None = None  # names the model in progress displays of fit()
     holdout: int = 0  # the model entry's validation samples (the end of the training split)
     classifier: object = None  # the entry's trained classifier, before its defenses
+    # weights key -> advx.train.units.TrainResult: classifiers an executor trained (shared by
+    # the builders evolved from this one); building one stores it instead of training it
+    pretrained: dict = attrs.field(factory=dict, repr=False)
 
     def create(self, kind, name, **params):
         return self.registry.create(kind, name, **params)

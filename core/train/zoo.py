@@ -92,14 +92,20 @@ def build_seeded(plugin, info, seed):
 
 def _cached_or_trained(module, plugin, recipe, path, context, training):
     def train(module):
-        return module, _train(module, plugin, recipe, context, training)
+        trained = context.pretrained.pop(path.stem, None)  # by an executor's training unit
+        if trained is not None:
+            module.load_state_dict(trained.state, strict=True)
+            return module, trained.provenance()
+        return module, train_classifier(module, plugin, recipe, context, training)
 
     _, metadata, origin = cached_or_trained(module, path, train, what=plugin.name)
     return {**metadata, "source": origin, "path": str(path)}
 
 
-def _train(module, plugin, recipe, context, training):
-    """Train ``module``; returns the provenance stored with its weights."""
+def train_classifier(module, plugin, recipe, context, training):
+    """Train ``module`` (built by ``plugin``) by ``recipe``, or by the training defense
+    ``training`` if given, with ``context`` (a Builder); returns the provenance stored with its
+    weights."""
     start = time.perf_counter()
     if training is None:
         plugin.train(module, recipe, context.labelled(plugin.name))

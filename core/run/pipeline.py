@@ -91,7 +91,7 @@ def obtain_many(session, requests):
         try:
             for plan in plans:
                 opened[plan.key] = _open(session, plan, advance)
-            obtained = _compute(session, plans, opened)
+            obtained = _compute(session, plans, opened, advance)
         finally:
             for item in opened.values():
                 if isinstance(item, PendingSet):
@@ -151,10 +151,11 @@ def _open(session, plan, advance):
         advance=advance)
 
 
-def _compute(session, plans, opened):
+def _compute(session, plans, opened, advance):
     """Key -> Obtained for every plan: the executor computes the missing parts of the pending
     sets (a set's method prepared once, here), and each set is finished once its last part
-    is written."""
+    is written.  The progress display's status counts the parts (units) done of all, and the
+    workers they came from."""
     units, left = [], {}
     for plan in plans:
         pending = opened[plan.key]
@@ -168,9 +169,15 @@ def _compute(session, plans, opened):
             units += [Unit(work, start, stop) for start, stop in todo]
     obtained = {k: v for k, v in opened.items() if not isinstance(v, PendingSet)}
     obtained.update({k: opened[k].finish() for k, n in left.items() if n == 0})
-    for result in session.executor.run(units):
+    workers = set()
+    if units:
+        advance(0, status=f"0/{len(units)} units")
+    for done, result in enumerate(session.executor.run(units), 1):
         key, unit = result.unit.work.key, result.unit
+        workers.add(result.where.get("worker"))
         opened[key].write(unit.start, unit.stop, result.arrays, result.seconds, result.where)
+        advance(0, status=f"{done}/{len(units)} units, {len(workers)} "
+                          f"worker{'s' if len(workers) > 1 else ''}")
         left[key] -= 1
         if left[key] == 0:
             obtained[key] = opened[key].finish()

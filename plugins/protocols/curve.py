@@ -1,5 +1,6 @@
 """The curve protocol: robust accuracy against eps, without one full attack per eps."""
 
+import advx
 import attrs
 
 from . import curves
@@ -29,6 +30,30 @@ class Curve(RobustAccuracy):
 
     def evaluate(self, context):
         return curve_report(context, curves.measure)
+
+    def requests(self, context):
+        """The sets :meth:`evaluate` reads, which an executor that computes concurrently
+        obtains together (not robust-accuracy's sets: a curve reads none per grid eps but a
+        transfer entry's)."""
+        return curve_requests(context)
+
+
+def curve_requests(context):
+    """Per model and attack entry it runs on, the sets :func:`.curves.measure` reads: a
+    minimisation attack's unbounded set (eps None), a transfer entry's set at each grid eps,
+    and a fixed-eps attack's guided sweep over its grid."""
+    requests = []
+    for model in context.models:
+        for attack in (a for a in context.attacks if a.runs_on(model)):
+            grid = curves.grid_of(attack, context.attacks)
+            if not grid or attack.attack.kind == "minimization":
+                requests.append(advx.SetRequest(model, attack, None))
+            elif attack.attack.access == "transfer":
+                requests += [advx.SetRequest(model, attack, eps) for eps in grid]
+            else:
+                method = curves.GuidedSweep(grid, advx.reject_index(context.module(model)))
+                requests.append(advx.SetRequest(model, attack, None, method))
+    return requests
 
 
 def curve_report(context, measure):

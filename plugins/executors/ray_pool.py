@@ -1,15 +1,18 @@
 """The driver's side of the ``ray`` executor: the actors, the object store, units in flight.
 
 See :mod:`advx.plugins.executors.ray_executor` for the design.  A :class:`Pool` lives from a
-run's first computed shard to its end (:meth:`Pool.close`).
+run's first unit (a model to train or a shard to compute) to its end (:meth:`Pool.close`).
 """
 
 import collections
+import io
 import logging
+import math
 
 import advx
 import attrs
 import ray
+import torch
 
 from .ray_worker import ShardWorker
 
@@ -25,32 +28,35 @@ class Pool:
         if self.started:
             ray.init(address=executor.address, include_dashboard=False,
                      logging_level=logging.WARNING)
-        cpus = executor.cpus_per_worker
-        count = executor.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
-        actor = ray.remote(ShardWorker).options(num_cpus=cpus, max_restarts=RESTARTS,
-                                                max_task_retries=RETRIES)
-        self.actors = [actor.remote() for _ in range(count)]
+        try:
+            count = actor_count(executor, ray.cluster_resources())
+        except advx.UsageError:
+            if self.started:
+                ray.shutdown()
+            raise
+        actor = ray.remote(ShardWorker).options(**actor_options(executor))
+        self.actors = [actor.remote(executor.gpus_per_worker) for _ in range(count)]
         self.busy = [0] * count  # units in flight per actor
         self.limit = executor.in_flight or 2 * count
         self.refs = {}  # model digest, data token or set key -> object ref
         self.data = {}  # id(tensor) -> (tensor, token): the tensor is kept, so ids stay unique
 
     def run(self, units):
-        """Yield an ``advx.UnitResult`` per unit as each returns, at most ``limit`` in flight."""
-        queue, flight = collections.deque(units), {}
-        while queue or flight:
-            while queue and len(flight) < self.limit:
-                unit = queue.popleft()
-                index = min(range(len(self.actors)), key=self.busy.__getitem__)
-                ref = self.actors[index].compute.remote(
-                    unit.work.key, [self._set(unit.work)], unit.start, unit.stop)
-                flight[ref] = (unit, index)
-                self.busy[index] += 1
-            [ref], _ = ray.wait(list(flight), num_returns=1)
-            unit, index = flight.pop(ref)
-            self.busy[index] -= 1
-            arrays, seconds, where = _result(ref, unit)
+        """Yield an ``advx.UnitResult`` per shard as each returns."""
+        def submit(actor, unit):
+            return actor.compute.remote(unit.work.key, [self._set(unit.work)], unit.start,
+                                        unit.stop)
+
+        for unit, (arrays, seconds, where) in self._flow(units, submit, _rows):
             yield advx.UnitResult(unit, arrays, seconds, where)
+
+    def train(self, units):
+        """Yield an ``advx.TrainResult`` per model training unit as each returns."""
+        def submit(actor, unit):
+            return actor.train.remote(unit)
+
+        for unit, (state, metadata, seconds, where) in self._flow(units, submit, _training):
+            yield advx.TrainResult(unit, state, metadata, seconds, where)
 
     def close(self):
         """Stop the actors (and the Ray instance, if this pool started it)."""
@@ -60,6 +66,21 @@ class Pool:
         if self.started:
             ray.shutdown()
 
+    def _flow(self, items, submit, describe):
+        """``(item, value)`` as each item's call returns, at most ``limit`` in flight, each
+        submitted to the actor with the fewest in flight."""
+        queue, flight = collections.deque(items), {}
+        while queue or flight:
+            while queue and len(flight) < self.limit:
+                item = queue.popleft()
+                index = min(range(len(self.actors)), key=self.busy.__getitem__)
+                flight[submit(self.actors[index], item)] = (item, index)
+                self.busy[index] += 1
+            [ref], _ = ray.wait(list(flight), num_returns=1)
+            item, index = flight.pop(ref)
+            self.busy[index] -= 1
+            yield item, _result(ref, describe(item))
+
     def _set(self, work):
         """The object ref of a set's job (model and samples by reference), put once."""
         if work.key not in self.refs:
@@ -67,9 +88,11 @@ class Pool:
             token = self._token(job.x)
             light = attrs.evolve(job, model=None, x=None)
             self.refs[work.key] = ray.put({
-                "job": light, "method": work.method, "state": work.state,
-                "model": (work.model_digest, [self._put(work.model_digest, job.model)]),
-                "x": (token, [self._put(token, job.x)])})
+                "device": str(job.device),
+                "job": serialized({"job": light, "method": work.method, "state": work.state}),
+                "model": (work.model_digest,
+                          [self._put(work.model_digest, lambda: serialized(job.model))]),
+                "x": (token, [self._put(token, lambda: job.x)])})
         return self.refs[work.key]
 
     def _token(self, tensor):
@@ -78,12 +101,48 @@ class Pool:
 
     def _put(self, name, value):
         if name not in self.refs:
-            self.refs[name] = ray.put(value)
+            self.refs[name] = ray.put(value())
         return self.refs[name]
 
 
-def _result(ref, unit):
-    """``(arrays, seconds, where)`` of a returned unit; its own exception if it raised one."""
+def actor_options(executor):
+    """Ray's options of each actor: the CPUs and GPUs it reserves, its restarts and retries."""
+    return {"num_cpus": executor.cpus_per_worker, "num_gpus": executor.gpus_per_worker,
+            "max_restarts": RESTARTS, "max_task_retries": RETRIES}
+
+
+def actor_count(executor, resources):
+    """How many actors to start on a cluster of ``resources`` (``ray.cluster_resources()``):
+    ``workers``, else as many as its GPUs (with ``gpus_per_worker``) or CPUs hold."""
+    gpus, per = resources.get("GPU", 0.0), executor.gpus_per_worker
+    if per and gpus < per:
+        raise advx.UsageError(f"[executor] gpus_per_worker = {per:g}, but the Ray cluster has "
+                              f"{gpus:g} GPU(s): no worker fits; lower it, or add GPU nodes")
+    if executor.workers:
+        return executor.workers
+    if per:
+        return max(1, math.floor(gpus / per + 1e-9))
+    return max(1, math.floor(resources.get("CPU", 1.0) / executor.cpus_per_worker + 1e-9))
+
+
+def serialized(value):
+    """``value`` as bytes torch can load on a worker with its tensors placed there (models and
+    a set's prepared state: their CUDA tensors move to the worker's own GPU)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer, pickle_module=ray.cloudpickle)
+    return buffer.getvalue()
+
+
+def _rows(unit):
+    return f"the worker computing rows {unit.start}:{unit.stop} of set {unit.work.key[:12]}"
+
+
+def _training(unit):
+    return f"the worker training {unit.label}"
+
+
+def _result(ref, describe):
+    """The value of a returned call; the unit's own exception if it raised one."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
@@ -91,6 +150,4 @@ def _result(ref, unit):
             raise exc.cause from None
         raise advx.AdvxError(f"ray: {exc}") from None
     except ray.exceptions.RayActorError as exc:
-        raise advx.AdvxError(
-            f"ray: the worker computing rows {unit.start}:{unit.stop} of set "
-            f"{unit.work.key[:12]} died {RETRIES + 1} times: {exc}") from None
+        raise advx.AdvxError(f"ray: {describe} died {RETRIES + 1} times: {exc}") from None

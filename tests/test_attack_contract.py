@@ -34,6 +34,7 @@ CONTRACT_PARAMS = {
     "square": {"queries": 200},
     "cw-l2": {"steps": 20, "binary_search_steps": 2},
     "estimated-gradient": {"attack": {"name": "pgd", "steps": 5}, "samples": 8, "sigma": 0.01},
+    "fab": {"steps": 20, "restarts": 2},  # a second run covers the random start
 }
 
 

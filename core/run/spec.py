@@ -20,6 +20,7 @@
     [executor]                 # optional: where the sets' shards are computed
     name = "ray"               # default "local"; "ray" needs pip install advx[ray]
     address = "auto"           # ray: join the running cluster (default: a local instance)
+    gpus_per_worker = 0.5      # ray: GPU share of each actor (a run on cuda needs it)
 
 A spec file is a regular file of at most 1 MiB (``/dev/zero`` or a pipe is refused before it
 is read) whose values nest at most :data:`~advx.run.spec_parts.MAX_DEPTH` deep.

@@ -53,9 +53,10 @@ def _water_level(norm, gain, room, need):
     The progress ``sum g_i min(s h_i, room_i)`` is piecewise linear and nondecreasing in
     ``s``, with breakpoints ``room_i / h_i``.  After sorting them, the progress at the k-th
     is ``A_k + s_k H_k`` (``A_k``: the progress of the k coordinates already at their room,
-    ``H_k = sum g_j h_j`` over the rest); the last breakpoint not past ``need`` fixes the
-    piece on which ``s = (need - A_k) / H_k``.  No piece reaches it: ``s`` is infinite and
-    every coordinate moves to its room.
+    ``H_k = sum g_j h_j`` over the rest); the k breakpoints whose progress falls short of
+    ``need`` fix the piece on which ``s = (need - A_k) / H_k`` (the first piece that reaches
+    it: a later one may be flat, when the gains left are tiny).  No piece reaches it: ``s``
+    is infinite and every coordinate moves to its room.
     """
     moving = gain > 0
     slope = moving.to(gain.dtype) if norm == "linf" else gain
@@ -67,7 +68,7 @@ def _water_level(norm, gain, room, need):
     rest = (gain_sorted * slope_sorted).flip(1).cumsum(1).flip(1)
     rest = torch.cat([rest, zero], 1)  # H_0 .. H_n
     reached = filled[:, 1:] + breaks * rest[:, 1:]  # progress at each breakpoint
-    k = torch.searchsorted(reached.contiguous(), need.contiguous(), right=True)
+    k = torch.searchsorted(reached.contiguous(), need.contiguous())
     a_k, h_k = filled.gather(1, k), rest.gather(1, k)
     level = torch.where(h_k > 0, (need - a_k) / torch.where(h_k > 0, h_k, 1.0), torch.inf)
     level = level.clamp_min(0)

@@ -21,6 +21,7 @@ from .one_pixel import OnePixel
 from .pgd import PGD
 from .pointwise import Pointwise
 from .salt_pepper import SaltAndPepper
+from .sigma_zero import SigmaZero
 from .square import Square
 from .transfer import Transfer
 
@@ -50,4 +51,5 @@ def advx_register_attacks(register):
     register(Square)
     register(JSMA)
     register(EstimatedGradient)
+    register(SigmaZero)
     register(FAB)

@@ -323,3 +323,33 @@ def test_curve_protocol_on_ray_equals_local(ray_instance, registry, tmp_path):
     assert sorted(p.name for p in sets_dir(cache).glob("*.h5")) == sorted(
         p.name for p in sets_dir(tmp_path / "lc").glob("*.h5"))
     assert len(list(sets_dir(cache).glob("*.h5"))) == 2
+
+
+@pytest.mark.parametrize("params, resources, count", [
+    ({}, {"CPU": 3.0}, 3),
+    ({"cpus_per_worker": 0.5}, {"CPU": 2.0}, 4),
+    ({"gpus_per_worker": 0.5}, {"CPU": 8.0, "GPU": 2.0}, 4),
+    ({"gpus_per_worker": 1 / 3}, {"CPU": 8.0, "GPU": 1.0}, 3),
+    ({"gpus_per_worker": 2}, {"CPU": 8.0, "GPU": 4.0}, 2),
+    ({"workers": 2, "gpus_per_worker": 1}, {"CPU": 8.0, "GPU": 2.0}, 2),
+])
+def test_actor_count_follows_the_cluster(registry, params, resources, count):
+    from advx.plugins.executors.ray_pool import actor_count
+
+    assert actor_count(registry.create("executors", "ray", **params), resources) == count
+
+
+@pytest.mark.parametrize("params, resources, message", [
+    ({"workers": 3}, {"CPU": 2.0}, "workers = 3 x cpus_per_worker = 1: 3 CPUs, but the Ray "
+                                   "cluster has 2; allowed: at most 2 workers"),
+    ({"cpus_per_worker": 4}, {"CPU": 2.0}, "workers = 1 x cpus_per_worker = 4: 4 CPUs"),
+    ({"workers": 3, "gpus_per_worker": 1}, {"CPU": 8.0, "GPU": 2.0},
+     "workers = 3 x gpus_per_worker = 1: 3 GPUs, but the Ray cluster has 2"),
+    ({"gpus_per_worker": 0.5}, {"CPU": 8.0}, "gpus_per_worker = 0.5, but the Ray cluster has 0"),
+])
+def test_actor_count_refuses_actors_that_would_never_start(registry, params, resources,
+                                                           message):
+    from advx.plugins.executors.ray_pool import actor_count
+
+    with pytest.raises(advx.UsageError, match=message.replace("(", r"\(")):
+        actor_count(registry.create("executors", "ray", **params), resources)

@@ -113,16 +113,26 @@ def actor_options(executor):
 
 def actor_count(executor, resources):
     """How many actors to start on a cluster of ``resources`` (``ray.cluster_resources()``):
-    ``workers``, else as many as its GPUs (with ``gpus_per_worker``) or CPUs hold."""
+    ``workers``, else as many as its GPUs (with ``gpus_per_worker``) or CPUs hold.  Refuses
+    actors the cluster cannot hold (they would wait for ever, and their units with them)."""
     gpus, per = resources.get("GPU", 0.0), executor.gpus_per_worker
+    cpus, cpus_per = resources.get("CPU", 0.0), executor.cpus_per_worker
     if per and gpus < per:
         raise advx.UsageError(f"[executor] gpus_per_worker = {per:g}, but the Ray cluster has "
                               f"{gpus:g} GPU(s): no worker fits; lower it, or add GPU nodes")
-    if executor.workers:
-        return executor.workers
-    if per:
-        return max(1, math.floor(gpus / per + 1e-9))
-    return max(1, math.floor(resources.get("CPU", 1.0) / executor.cpus_per_worker + 1e-9))
+    count = executor.workers or max(1, _fits(gpus, per) if per else _fits(cpus, cpus_per))
+    for have, each, what in ((gpus, per, "GPU"), (cpus, cpus_per, "CPU")):
+        if each and _fits(have, each) < count:
+            raise advx.UsageError(
+                f"[executor] workers = {count} x {what.lower()}s_per_worker = {each:g}: "
+                f"{count * each:g} {what}s, but the Ray cluster has {have:g}; allowed: at most "
+                f"{_fits(have, each)} workers, or fewer {what}s each")
+    return count
+
+
+def _fits(have, each):
+    """How many shares of ``each`` fit in ``have`` (floats: 1 / 3 thirds make 3)."""
+    return math.floor(have / each + 1e-9)
 
 
 def serialized(value):

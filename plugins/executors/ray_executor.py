@@ -20,12 +20,12 @@ land on the worker's own GPU.  A run on cuda needs ``gpus_per_worker``; one on c
 
 How sets run concurrently.  Protocols ask for sets one at a time, as they need them.  Rather
 than guess, the run asks the protocol which sets it will read (``Protocol.requests``; the
-robust-accuracy and minimal-perturbation protocols list every attack entry x eps x model) and,
-because this executor declares ``prefetch``, obtains them together before the protocol runs:
-the shards of every missing set go to the actors at once and the protocol then reads the
-sets from the run's memo.  A protocol that lists nothing (the curve protocol, whose sweeps
-depend on earlier results) still gains from the shards of each set it asks for running side
-by side on all the actors.
+robust-accuracy and minimal-perturbation protocols list every attack entry x eps x model, the
+curve protocol its sweeps) and, because this executor declares ``prefetch``, obtains them
+together before the protocol runs: the shards of every missing set go to the actors at once
+and the protocol then reads the sets from the run's memo.  A protocol that lists nothing
+(minimal-perturbation with ``eps_search``, whose sweeps depend on earlier results) still
+gains from the shards of each set it asks for running side by side on all the actors.
 
 The object store holds the samples and each model's module once per run (the driver puts
 them the first time a set needs them, and a set's own small tensors once per set); units

@@ -23,8 +23,14 @@ directions come from :class:`advx.SampleStreams` on that seed.  So the estimate 
 the same whichever rows share its batch, and the attacks built on it stay batch-invariant
 (with a batch-invariant model, as a run serves them).  Rows and directions are batched; the
 probes are evaluated in chunks of at most :data:`PROBE_ELEMENTS` input elements.
+
+The core counts the probes as forward passes of the samples whose rows they probe: each probe
+pass declares its rows' samples (:func:`advx.for_samples`), and runs in the context of the
+forward pass it estimates around (its declared samples and the open ledgers), which the
+backward pass, run later and on another thread for a GPU, would not otherwise see.
 """
 
+import contextvars
 import math
 
 import advx
@@ -107,6 +113,7 @@ class _Probes:
     def __init__(self, wrapper, x):
         self.wrapper, self.x = wrapper, x
         self.cache = {}  # (first row, first direction) -> that chunk's probe differences
+        self.context = contextvars.copy_context()  # the forward's declared samples, ledgers
 
     def vjp(self, grad_output):
         """The estimated input gradient of ``<grad_output, f(x)>``, shaped like x."""
@@ -138,7 +145,7 @@ class _Probes:
             for directions in direction_chunks:
                 count = directions.stop - directions.start
                 u = streams.randn(count, *x.shape[1:], dtype=x.dtype)
-                diffs = self._cached(rows, directions, self._pairs, x, sigma * u)
+                diffs = self._cached(rows, directions, self._pairs, rows, x, sigma * u)
                 weights = (diffs * grad_output[rows].unsqueeze(1)).sum(2)
                 total += (_broadcast(weights, u) * u).sum(1)
             parts.append(total / (2 * n * sigma))
@@ -152,13 +159,15 @@ class _Probes:
             x = self.x[rows].flatten(1)
             grads = []
             for coords in coordinate_chunks:
-                diffs, steps = self._cached(rows, coords, self._coordinate_diffs, x, coords)
+                diffs, steps = self._cached(rows, coords, self._coordinate_diffs, rows, x,
+                                            coords)
                 grads.append((diffs * grad_output[rows].unsqueeze(1)).sum(2) / steps)
             parts.append(torch.cat(grads, 1).view_as(self.x[rows]))
         return torch.cat(parts)
 
-    def _coordinate_diffs(self, x, coords):
-        """Differences along the coordinates ``coords`` of the flat rows ``x``, and the steps
+    def _coordinate_diffs(self, rows, x, coords):
+        """Differences along the coordinates ``coords`` of the flat rows ``x`` (the rows
+        ``rows`` of the forward pass), and the steps
         ``(x_j + sigma) - (x_j - sigma)`` as rounded: (rows, count, classes), (rows, count)."""
         sigma, index = self.wrapper.sigma, torch.arange(coords.start, coords.stop,
                                                         device=x.device)
@@ -166,15 +175,20 @@ class _Probes:
         offsets[torch.arange(len(index), device=x.device), index] = sigma
         steps = x[:, index] + sigma - (x[:, index] - sigma)
         shape = self.x.shape[1:]
-        return self._pairs(x.view(len(x), *shape), offsets.view(len(index), *shape)), steps
+        return self._pairs(rows, x.view(len(x), *shape),
+                           offsets.view(len(index), *shape)), steps
 
-    def _pairs(self, x, offsets):
-        """``f(x + offsets) - f(x - offsets)`` per row of x (rows, ...) and offset, from one
-        pass of the model over the probes: offsets are (rows, count, ...), or (count, ...)
-        shared by the rows; the result is (rows, count, classes)."""
+    def _pairs(self, rows, x, offsets):
+        """``f(x + offsets) - f(x - offsets)`` per row of x (the rows ``rows`` of the forward
+        pass, shaped (rows, ...)) and offset, from one pass of the model over the probes:
+        offsets are (rows, count, ...), or (count, ...) shared by the rows; the result is
+        (rows, count, classes).  The pass declares each probe's row."""
         centre = x.unsqueeze(1)
         probes = torch.cat([(centre + offsets).flatten(0, 1), (centre - offsets).flatten(0, 1)])
-        logits = self.wrapper.model(probes)
+        count = len(probes) // (2 * len(x))
+        owners = torch.arange(rows.start, rows.stop, device=x.device).repeat_interleave(count)
+        with advx.for_samples(owners.repeat(2)):
+            logits = self.wrapper.model(probes)
         half = len(probes) // 2
         return (logits[:half] - logits[half:]).view(len(x), -1, logits.shape[-1])
 
@@ -183,7 +197,7 @@ class _Probes:
         time: each forward pass costs at most one estimate per row."""
         key = (rows.start, directions.start)
         if key not in self.cache:
-            self.cache[key] = compute(*args)
+            self.cache[key] = self.context.run(compute, *args)
         return self.cache[key]
 
 

@@ -6,6 +6,9 @@ the prediction toward the target.  Gradients are taken of its sum over the batch
 sample's gradient does not depend on the rest of the batch.
 """
 
+import contextlib
+
+import advx
 import torch
 from advx import fold_rejection
 from torch.nn import functional as F
@@ -30,12 +33,16 @@ def gradient_by_chunks(inputs, value_and_extras, backward=True):
     ``inputs[rows]`` is built, ``value_and_extras(leaf, rows)`` returns per-sample values and
     any extra tensors (logits, say), and with ``backward`` the gradient of the values' sum is
     taken w.r.t. the leaf only.  Samples are independent, so the result does not depend on
-    the chunking (up to float rounding).
+    the chunking (up to float rounding).  Each chunk declares its rows
+    (:func:`advx.for_samples`), so the core counts its passes for the right samples.
     """
     size, chunks = chunk_size(inputs), []
     for start in range(0, len(inputs), size):
-        rows = slice(start, start + size)
-        with torch.enable_grad() if backward else torch.no_grad():
+        stop = min(start + size, len(inputs))
+        rows = slice(start, stop)
+        chunk = None if stop - start == len(inputs) else torch.arange(start, stop,
+                                                                      device=inputs.device)
+        with torch.enable_grad() if backward else torch.no_grad(), declared(chunk):
             leaf = inputs[rows].detach().requires_grad_(backward)
             value, *extras = value_and_extras(leaf, rows)
             grad = torch.autograd.grad(value.sum(), leaf)[0] if backward else None
@@ -43,6 +50,14 @@ def gradient_by_chunks(inputs, value_and_extras, backward=True):
     if len(chunks) == 1:
         return chunks[0]
     return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*chunks))
+
+
+def declared(index):
+    """``advx.for_samples(index)``, or for ``index`` None a block that declares nothing (its
+    model calls evaluate the rows of the enclosing selection, or of the whole batch)."""
+    if index is None:
+        return contextlib.nullcontext()
+    return advx.for_samples(index)
 
 
 def objective(logits, labels, targeted):

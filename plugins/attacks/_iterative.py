@@ -5,17 +5,21 @@ the first iterate the model misclassifies (read from the logits already computed
 gradient, so no extra forward pass per step) and otherwise returns the final iterate.  Every
 :data:`SHRINK_EVERY` steps the samples already fooled leave the batch, so a sample that falls
 early costs only the passes until then.  When runs are compared (PGD's restarts), one forward
-pass at the end checks and scores the final iterate.
+pass at the end checks and scores the final iterate.  Every call on a part of the batch declares
+its samples (:func:`advx.for_samples`): a restart's samples, and within a run the samples
+still stepping.
 """
 
 from typing import NamedTuple
 
+import advx
 import attrs
 import torch
 from advx import MAX_SCALE, finite, to_float, whole
 
 from ._gradients import (
     ascent_direction,
+    declared,
     fooled,
     objective,
     objective_gradient,
@@ -60,7 +64,8 @@ def ascend(model, x, labels, threat, *, start, steps, step_size, targeted, check
     for step in range(steps):
         if step and step % SHRINK_EVERY == 0 and not active.shrink(step):
             break
-        grad, logits = objective_gradient(model, active.x_adv, active.labels, targeted)
+        with declared(active.index):
+            grad, logits = objective_gradient(model, active.x_adv, active.labels, targeted)
         active.done = active.done | fooled(logits, active.labels, targeted)
         rates = per_sample((~active.done).to(start.dtype) * active.step_size, active.x_adv)
         stepped = active.project(torch.addcmul(active.x_adv, rates,
@@ -86,6 +91,7 @@ class _Active:
         self.passes = torch.full((len(x),), steps, dtype=torch.int64, device=x.device)
         self.project = projection_onto(threat, x)
         self.index = None  # rows of the whole batch still stepping; None: all of them
+        # (model calls on the active samples declare it: ``with declared(active.index)``)
         self.out_x = self.out_done = None  # the whole batch, once a sample has left
 
     def shrink(self, step):
@@ -132,7 +138,8 @@ def with_restarts(one_run, x, labels, *, steps, restarts):
         index = (~best.fooled).nonzero().squeeze(1)
         if index.numel() == 0:
             break
-        run = one_run(x[index], labels[index], index)
+        with advx.for_samples(index):  # the run calls the model on these samples only
+            run = one_run(x[index], labels[index], index)
         queries[index] += _passes(run, steps) + 1
         best = merge(best, run, index)
     return best.x_adv, queries

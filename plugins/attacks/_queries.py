@@ -7,9 +7,11 @@ of steps between two host syncs), that row is not counted: the count, like the r
 not depend on which other samples share the batch.
 
 Model calls go through :func:`logits_of`, which runs under ``torch.no_grad``: these attacks never
-read gradients.
+read gradients.  A call on some samples only, or on several rows per sample, declares them
+(``with advx.for_samples(index)``), so that the core counts each row for its sample.
 """
 
+import advx
 import attrs
 import torch
 from advx import fold_rejection, whole
@@ -48,11 +50,16 @@ def no_queries(x):
 
 
 def logits_of(model, x, max_batch=None):
-    """The model's logits on ``x`` without gradients, in chunks of at most ``max_batch``."""
+    """The model's logits on ``x`` without gradients, in chunks of at most ``max_batch`` rows
+    (each declared: :func:`advx.for_samples`)."""
     with torch.no_grad():
         if max_batch is None or len(x) <= max_batch:
             return model(x)
-        return torch.cat([model(chunk) for chunk in x.split(max_batch)])
+        parts = []
+        for rows in torch.arange(len(x), device=x.device).split(max_batch):
+            with advx.for_samples(rows):
+                parts.append(model(x[rows]))
+        return torch.cat(parts)
 
 
 def adversarial(model, x, labels, targeted):

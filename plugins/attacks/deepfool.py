@@ -76,7 +76,7 @@ class DeepFool(advx.MinimizationAttack):
         """Step ``step`` for the samples ``part``: ``(those still correct, others)``, updating
         x_adv, total and queries in place (``others`` is filled in on the first step)."""
         last = step == self.steps
-        leaf, logits = _forward(model, x_adv[part], grad=not last)
+        leaf, logits = _forward(model, x_adv, part, grad=not last)
         logits = fold_rejection(logits, y[part])  # a detector's rejection is no boundary
         queries[part] += 1
         if step == 0:
@@ -89,7 +89,7 @@ class DeepFool(advx.MinimizationAttack):
             # Many were just fooled: cheaper to redo the forward pass without them than
             # to backpropagate all K gradients through them.
             part = part[keep]
-            leaf, logits = _forward(model, x_adv[part], grad=True)
+            leaf, logits = _forward(model, x_adv, part, grad=True)
             logits = fold_rejection(logits, y[part])
             queries[part] += 1
             keep = torch.arange(len(part), device=x.device)
@@ -100,10 +100,11 @@ class DeepFool(advx.MinimizationAttack):
         return part, others
 
 
-def _forward(model, x, grad):
-    """``(leaf, logits)``: logits of x, with a graph back to the leaf when ``grad``."""
-    with torch.enable_grad() if grad else torch.no_grad():
-        leaf = x.detach().requires_grad_(grad)
+def _forward(model, x, part, grad):
+    """``(leaf, logits)``: logits of the samples ``part`` of x (declared), with a graph back
+    to the leaf when ``grad`` (the backward passes through it count for those samples)."""
+    with torch.enable_grad() if grad else torch.no_grad(), advx.for_samples(part):
+        leaf = x[part].detach().requires_grad_(grad)
         return leaf, model(leaf)
 
 

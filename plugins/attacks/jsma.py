@@ -129,9 +129,11 @@ class JSMA(advx.MinimizationAttack):
             if index.numel() == 0:
                 break
             part = state.select(index)
-            for _ in range(min(SYNC_EVERY, max_steps - step)):
-                part = self._step(model, part, y[index],
-                                  None if targets is None else targets[index], threat, budget)
+            with advx.for_samples(index):  # the steps call the model on these samples only
+                for _ in range(min(SYNC_EVERY, max_steps - step)):
+                    part = self._step(model, part, y[index],
+                                      None if targets is None else targets[index], threat,
+                                      budget)
             state = state.update(index, part)
         return state.x, state.queries
 

@@ -56,10 +56,12 @@ class LatentDescent(advx.MinimizationAttack):
         index = found.nonzero().squeeze(1)
         if not len(index):
             return adversarial, queries
-        closer = self.bisect(model, x[index], adversarial[index], labels[index], threat,
-                             queries, index)
-        if self.binary:
-            closer = self.snap(model, x[index], closer, labels[index], threat, queries, index)
+        with advx.for_samples(index):  # the samples found: bisected (and snapped) alone
+            closer = self.bisect(model, x[index], adversarial[index], labels[index], threat,
+                                 queries, index)
+            if self.binary:
+                closer = self.snap(model, x[index], closer, labels[index], threat, queries,
+                                   index)
         return adversarial.index_copy(0, index, closer), queries
 
     def walk(self, model, x, labels, threat, queries):
@@ -69,7 +71,8 @@ class LatentDescent(advx.MinimizationAttack):
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         active = torch.arange(len(x), device=x.device)
         for step in range(self.steps + 1):
-            logits, reconstructions = advx.class_reconstructions(model, current[active])
+            with advx.for_samples(active):
+                logits, reconstructions = advx.class_reconstructions(model, current[active])
             queries.index_add_(0, active, torch.ones_like(active))
             fooled = _fooled(logits, labels[active], threat.targeted)
             adversarial[active[fooled]] = current[active[fooled]]

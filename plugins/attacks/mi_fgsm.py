@@ -8,6 +8,7 @@ from advx import MAX_SCALE, finite, to_float
 from ._gradients import (
     GRADIENT_NORMS,
     ascent_direction,
+    declared,
     fooled,
     objective_gradient,
     per_sample,
@@ -68,7 +69,9 @@ class MIFGSM(advx.FixedEpsilonAttack):
 
     def _step(self, model, active, threat):
         """One momentum step of the samples still active (frozen ones keep their iterate)."""
-        grad, logits = objective_gradient(model, active.x_adv, active.labels, threat.targeted)
+        with declared(active.index):  # the samples still stepping
+            grad, logits = objective_gradient(model, active.x_adv, active.labels,
+                                              threat.targeted)
         active.done = active.done | fooled(logits, active.labels, threat.targeted)
         active.momentum = torch.add(l1_normalised(grad), active.momentum, alpha=self.decay)
         rates = per_sample((~active.done).to(grad.dtype) * active.step_size, active.x_adv)

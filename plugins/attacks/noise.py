@@ -35,7 +35,8 @@ class _NoiseAttack(advx.FixedEpsilonAttack):
                 break
             noise = self.delta(x[index], threat.eps, rng.select(index))
             draw = (x[index] + noise).clamp(*threat.bounds)
-            hit = adversarial(model, draw, labels[index], threat.targeted)
+            with advx.for_samples(index):
+                hit = adversarial(model, draw, labels[index], threat.targeted)
             queries[index] += 1
             x_adv[index] = draw
             pending[index] = ~hit

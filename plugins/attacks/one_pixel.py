@@ -104,7 +104,8 @@ class _Scorer:
         fitness, hit = [], []
         for rows in torch.arange(len(flat), device=flat.device).split(self.max_batch):
             images = _apply(self.images, flat[rows].unsqueeze(1), owner[rows])
-            logits = logits_of(self.model, images.view(-1, *self.shape))
+            with advx.for_samples(owner[rows]):  # one row per candidate, of its sample
+                logits = logits_of(self.model, images.view(-1, *self.shape))
             labels = self.labels[owner[rows]]
             probability = label_probability(logits, labels, self.targeted)
             is_hit = fooled(logits, labels, self.targeted)

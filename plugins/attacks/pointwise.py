@@ -58,13 +58,14 @@ class Pointwise(advx.MinimizationAttack):
         sweep = _Sweep(model, x[index], labels[index], threat, self.queries, rng.select(index))
         adv, spent = start[index], queries[index]
         improved = torch.ones(len(index), dtype=torch.bool, device=x.device)
-        while True:
-            adv, improved, spent, tried = sweep(adv, spent, improved, search_steps=0)
-            if not tried:
-                break
-        if self.search_steps:
-            everyone = torch.ones_like(improved)
-            adv, _, spent, _ = sweep(adv, spent, everyone, search_steps=self.search_steps)
+        with advx.for_samples(index):  # the sweeps call the model on these samples only
+            while True:
+                adv, improved, spent, tried = sweep(adv, spent, improved, search_steps=0)
+                if not tried:
+                    break
+            if self.search_steps:
+                everyone = torch.ones_like(improved)
+                adv, _, spent, _ = sweep(adv, spent, everyone, search_steps=self.search_steps)
         start[index], queries[index] = adv, spent
         return start, queries
 
@@ -103,8 +104,9 @@ class _Sweep:
         hits = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
         for j in range(-descending[0]):
             k = bisect.bisect_left(descending, -j)  # samples with more than j pixels to try
-            value, hit = self._pixel(theirs[:k], mine[:k], order[:k, j], labels[:k],
-                                     search_steps)
+            with advx.for_samples(rows[:k]):
+                value, hit = self._pixel(theirs[:k], mine[:k], order[:k, j], labels[:k],
+                                         search_steps)
             _write(mine[:k], order[:k, j], value)
             hits[:k] |= hit
         images[rows] = mine

@@ -115,7 +115,8 @@ class Square(advx.FixedEpsilonAttack):
                 proposal = search.start(index, streams)
             else:
                 proposal = search.propose(index, x_best[index], iteration, streams)
-            logits = model(proposal)
+            with advx.for_samples(index):
+                logits = model(proposal)
             spent[index] += 1
             new_loss = margin(logits, labels[index], threat.targeted)
             hit = fooled(logits, labels[index], threat.targeted)

@@ -52,16 +52,19 @@ class Boundary(advx.MinimizationAttack):
     windows of recent outcomes: spherical success above 50% (below 20%) multiplies (divides) both
     steps by ``step_adaptation``; full-step success above 25% (below 10%) scales the source step.
     Unlike Foolbox 3, every sample draws its own noise, and full-step outcomes are recorded
-    at every step (they cost no query), not every tenth, so the source step adapts sooner.  A
-    sample stops when its ``queries``
-    budget is spent (never exceeded), its source step falls below 1e-7 or it lies within eps
-    (if given).  One host sync per noise draw and per round of ten steps.
+    at every step (they cost no query), not every tenth, so the source step adapts sooner; and
+    a spherical candidate that is adversarial and closer (clipping to the bounds can shorten
+    it) is kept, so the closest adversarial queried is returned.  A sample stops when its
+    ``queries`` budget is spent (never exceeded: within a round of steps, its rows then ask
+    for its current adversarial again), its source step falls below 1e-7 or it lies within
+    eps (if given).  One host sync per noise draw and per round of ten steps.
     """
 
     name = "boundary"
     norms = frozenset({"l2"})
     access = "decision"
     supports_targeted = True
+    revision = 2  # a closer adversarial spherical candidate is kept
 
     queries: int = attrs.field(
         default=5000, validator=[whole(1), _covers_the_start],
@@ -84,7 +87,8 @@ class Boundary(advx.MinimizationAttack):
         if walking.numel() == 0:
             return start, queries
         walk = _Walk(self, model, x[walking], labels[walking], threat, rng.select(walking))
-        adv, spent = walk.run(start[walking], queries[walking])
+        with advx.for_samples(walking):  # the walk calls the model on these samples only
+            adv, spent = walk.run(start[walking], queries[walking])
         start[walking] = adv
         queries[walking] = spent
         return start, queries
@@ -104,7 +108,8 @@ def blended_start(model, x, labels, threat, queries, rng, *, draws, search_steps
         if index.numel() == 0:
             break
         draw = uniform_noise(x[index], threat.bounds, rng.select(index))
-        hit = adversarial(model, draw, labels[index], threat.targeted)
+        with advx.for_samples(index):
+            hit = adversarial(model, draw, labels[index], threat.targeted)
         queries[index] += 1
         noise[index] = where_sample(hit, draw, noise[index])
         found[index] |= hit
@@ -114,7 +119,9 @@ def blended_start(model, x, labels, threat, queries, rng, *, draws, search_steps
     high = torch.ones_like(low)
     for _ in range(search_steps):
         middle = (low + high) / 2
-        hit = adversarial(model, _blend(x_w, noise_w, middle), labels[walking], threat.targeted)
+        with advx.for_samples(walking):
+            hit = adversarial(model, _blend(x_w, noise_w, middle), labels[walking],
+                              threat.targeted)
         high, low = torch.where(hit, middle, high), torch.where(hit, low, middle)
     queries[walking] += search_steps
     start = x.clone()
@@ -161,15 +168,23 @@ class _Walk:
             check = step == CHECK_EVERY - 1
             candidate, on_sphere = _proposals(x, adv, steps["spherical"], steps["source"],
                                               self.threat.bounds, self.rng.select(rows))
-            tried = torch.cat([candidate, on_sphere]) if check else candidate
-            hit = adversarial(self.model, tried, labels.repeat(1 + check), self.threat.targeted)
             can_step = spent < budget
+            can_check = spent + can_step < budget
+            # A sample whose budget is spent asks for its current adversarial again: its
+            # rows (the batch's step evaluates them anyway) reveal nothing it ignores.
+            tried = where_sample(can_step, candidate, adv)
+            if check:
+                tried = torch.cat([tried, where_sample(can_check, on_sphere, adv)])
+            with advx.for_samples(rows.repeat(1 + check)):  # one or two rows per sample
+                hit = adversarial(self.model, tried, labels.repeat(1 + check),
+                                  self.threat.targeted)
             closer = l2_norms(candidate - x) < l2_norms(adv - x)
             adv = where_sample(hit[:len(x)] & closer & can_step, candidate, adv)
             spent = spent + can_step
             self._record(windows, "source", hit[:len(x)], can_step)
-            if check:
-                can_check = spent < budget
+            if check:  # clipping can bring the spherical candidate closer: keep it then
+                closer = l2_norms(on_sphere - x) < l2_norms(adv - x)
+                adv = where_sample(hit[len(x):] & closer & can_check, on_sphere, adv)
                 spent = spent + can_check
                 self._record(windows, "spherical", hit[len(x):], can_check)
                 self._adapt(windows, steps)

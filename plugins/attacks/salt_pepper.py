@@ -65,8 +65,9 @@ def salt_and_pepper_search(model, x, labels, threat, queries, rng, *, steps, bud
         index = (~done).nonzero().squeeze(1)  # one host sync per block
         if index.numel() == 0:
             break
-        _block(model, x[index], labels[index], threat, rng.select(index), state, index, queries,
-               range(first, min(first + BLOCK, steps)), steps, budget)
+        with advx.for_samples(index):
+            _block(model, x[index], labels[index], threat, rng.select(index), state, index,
+                   queries, range(first, min(first + BLOCK, steps)), steps, budget)
     return state["best"], state["l0"] < math.inf
 
 
@@ -78,7 +79,10 @@ def _block(model, x, labels, threat, rng, state, index, queries, steps, total, b
         noisy = _noise(x, part["density"], threat.bounds, rng)
         asks = spent < budget if budget is not None else torch.ones_like(spent, dtype=torch.bool)
         asks &= part["l0"] > (threat.eps or 0)
-        hit = adversarial(model, noisy, labels, threat.targeted) & asks
+        # A sample done within the block asks for its best again: its row (the block's step
+        # evaluates it anyway) reveals nothing it ignores.
+        asked = where_sample(asks, noisy, part["best"])
+        hit = adversarial(model, asked, labels, threat.targeted) & asks
         spent = spent + asks
         changed = threat.distance(x, noisy)  # changed pixels: the norm is l0
         better = hit & (changed < part["l0"])

@@ -9,7 +9,8 @@ registered name; every built-in plugin passes them (tests/test_contracts.py).
 import pytest
 
 pytest.register_assert_rewrite(
-    "advx.testing.contract", "advx.testing.defense_contract", "advx.testing.model_contract",
+    "advx.testing.contract", "advx.testing.contract_accounting",
+    "advx.testing.defense_contract", "advx.testing.model_contract",
     "advx.testing.dataset_contract", "advx.testing.protocol_contract",
     "advx.testing.plugin_checks", "advx.testing.strategies")
 

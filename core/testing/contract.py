@@ -28,6 +28,7 @@ from ..kernel.attack import ACCESS, KINDS
 from ..kernel.model import InvariantBatches
 from ..kernel.random import seeds_for
 from ..kernel.threat import NORMS, PER_SAMPLE_NORMS, ThreatModel
+from .contract_accounting import AccountingContract
 from .networks import (
     NUM_CLASSES,
     SIDE,
@@ -41,14 +42,16 @@ from .networks import (
 from .strategies import eps_values, image_batches
 
 
-class AttackContract:
+class AttackContract(AccountingContract):
     """Base class of the attack contract suite; set ``attack_name`` (and ``attack_params``).
 
     Class attributes: ``attack_name`` (the registered name), ``attack_params`` (keyword
     parameters for :func:`advx.get_attack`) and ``device`` (where the networks and batches
     live, "cpu" by default).  Override :meth:`make_attack` to test a class that is not
     registered.  Tests are parametrised over the attack's norms (``setting``: norm, targeted)
-    and over a conv and an MLP network (``network``).
+    and over a conv and an MLP network (``network``).  The tests of what the core counts
+    (propagations, budgets, the best adversarial queried) come from
+    :class:`~advx.testing.contract_accounting.AccountingContract`.
     """
 
     attack_name: typing.ClassVar[str | None] = None
@@ -181,7 +184,8 @@ class AttackContract:
     def test_result_does_not_depend_on_the_batch(self, setting):
         """With one seed per sample, a sample's result is the same in a batch of 12 and in a
         batch of 3: it draws only from its own stream (``rng``) and couples no samples.  This
-        is what lets a run compute a set in any batches or shards."""
+        is what lets a run compute a set in any batches or shards.  So are the propagations
+        the core counts for it (a wrong :func:`advx.for_samples` block shows here)."""
         norm, targeted = setting
         model = InvariantBatches(self.network("conv", 1)).to(self.device)
         x, y, targets = (t.to(self.device) for t in random_batch(n=12, seed=3))
@@ -194,6 +198,10 @@ class AttackContract:
                       targets=targets[rows] if targeted else None)
         assert torch.equal(whole.x_adv[rows], part.x_adv), "examples depend on the batch"
         assert torch.equal(whole.queries[rows], part.queries), "queries depend on the batch"
+        for field in ("forwards", "backwards"):
+            assert torch.equal(getattr(whole, field)[rows], getattr(part, field)), (
+                f"{field} counted per sample depend on the batch: "
+                f"{getattr(whole, field)[rows].tolist()} vs {getattr(part, field).tolist()}")
 
     def test_runs_under_no_grad(self, setting):
         """Called inside ``torch.no_grad()``, as evaluation code often is, the attack returns

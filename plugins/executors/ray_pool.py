@@ -139,7 +139,8 @@ def serialized(value):
     """``value`` as bytes torch can load on a worker with its tensors placed there (models and
     a set's prepared state: their CUDA tensors move to the worker's own GPU)."""
     buffer = io.BytesIO()
-    torch.save(value, buffer, pickle_module=ray.cloudpickle)
+    torch.save(value, buffer, pickle_module=ray.cloudpickle,
+               pickle_protocol=ray.cloudpickle.DEFAULT_PROTOCOL)
     return buffer.getvalue()
 
 

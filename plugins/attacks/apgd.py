@@ -75,7 +75,9 @@ class _APGD(advx.FixedEpsilonAttack):
     """Auto-PGD on the loss of the subclass; see the module docstring and :meth:`_one_run`.
 
     Each run costs ``steps`` forward and backward passes plus one forward pass per sample it
-    attacks (``steps + 1`` queries); restarts attack only the samples not fooled yet.  Host
+    attacks (``steps + 1`` queries), each times ``eot`` (Expectation over Transformation: a
+    step's loss, gradient and logits averaged over ``eot`` evaluations of a randomised model;
+    1, the default, is plain Auto-PGD); restarts attack only the samples not fooled yet.  Host
     syncs: one per checkpoint (at most 8 per run), to stop early once every sample is fooled,
     and one per restart.
     """
@@ -93,6 +95,10 @@ class _APGD(advx.FixedEpsilonAttack):
         default=0.75, converter=to_float, validator=finite(0, 1, low_open=True),
         metadata={"help": "halve the step at a checkpoint when fewer than this fraction of "
                           "the steps since the previous one raised the loss"})
+    eot: int = attrs.field(
+        default=1, validator=whole(1),
+        metadata={"help": "Expectation over Transformation: model evaluations averaged per "
+                          "step (loss, gradient and logits), for randomised defenses"})
 
     def loss(self, logits, y, targets, targeted):
         """The per-sample loss that the attack maximises."""
@@ -131,15 +137,15 @@ class _APGD(advx.FixedEpsilonAttack):
 
         project = projection_onto(threat, x)
         x_adv = random_start(threat, x, rng)
-        loss, grad, logits = _loss_and_gradient(model, x_adv, loss_fn)
+        loss, grad, logits = self._evaluate(model, x_adv, loss_fn)
         state = _State.start(x_adv, loss, grad, fooled(logits, labels, targeted), 2 * threat.eps)
         marks = checkpoints(self.steps)
         intervals = dict(zip(marks, (b - a for a, b in zip((0, *marks), marks))))
-        passes = 1
+        passes = self.eot
         for k in range(1, self.steps + 1):
             state = state.step(threat.norm, project, first=k == 1)
-            loss, grad, logits = _loss_and_gradient(model, state.x, loss_fn, k < self.steps)
-            passes += 1
+            loss, grad, logits = self._evaluate(model, state.x, loss_fn, k < self.steps)
+            passes += self.eot
             state = state.observe(loss, grad, fooled(logits, labels, targeted))
             if k in intervals:
                 state = state.checkpoint(self.rho * intervals[k])
@@ -147,6 +153,19 @@ class _APGD(advx.FixedEpsilonAttack):
                     break
         return Run(per_sample_where(state.done, state.x, state.best_x), state.done,
                    state.best_loss), passes
+
+    def _evaluate(self, model, x_adv, loss_fn, backward=True):
+        """``(loss, gradient, logits)`` at ``x_adv``: one pass, or with ``eot`` above 1 the
+        mean of ``eot`` passes (Expectation over Transformation: a randomised model's loss,
+        gradient and logits are estimated by their averages over its random draws)."""
+        first = _loss_and_gradient(model, x_adv, loss_fn, backward)
+        if self.eot == 1:
+            return first
+        sums = list(first)
+        for _ in range(self.eot - 1):  # summed as they come: one gradient held at a time
+            more = _loss_and_gradient(model, x_adv, loss_fn, backward)
+            sums = [None if a is None else a + b for a, b in zip(sums, more)]
+        return tuple(None if total is None else total / self.eot for total in sums)
 
 
 @attrs.frozen(eq=False)

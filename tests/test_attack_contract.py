@@ -35,6 +35,7 @@ CONTRACT_PARAMS = {
     "cw-l2": {"steps": 20, "binary_search_steps": 2},
     "estimated-gradient": {"attack": {"name": "pgd", "steps": 5}, "samples": 8, "sigma": 0.01},
     "fab": {"steps": 20, "restarts": 2},  # a second run covers the random start
+    "autoattack": {"steps": 20, "queries": 200},
 }
 
 

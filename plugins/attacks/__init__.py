@@ -4,6 +4,7 @@ import advx
 
 from .apgd import APGDCE, APGDDLR
 from .apgd_t import APGDT
+from .autoattack import AutoAttack
 from .bim import BIM
 from .boundary import Boundary
 from .cw import CarliniWagnerL2, CarliniWagnerLinf
@@ -48,6 +49,7 @@ def advx_register_attacks(register):
     register(APGDCE)
     register(APGDDLR)
     register(APGDT)
+    register(AutoAttack)
     register(Square)
     register(JSMA)
     register(EstimatedGradient)

@@ -3,6 +3,8 @@
 One test class per registered name is generated at import, so ``pytest -k pgd`` selects one.
 """
 
+import concurrent.futures
+
 import advx
 import attrs
 import pytest
@@ -85,6 +87,16 @@ class _Broken(advx.FixedEpsilonAttack):
                 return x.clone()
             grad, = torch.autograd.grad(loss, leaf)
             return threat.project(x, x + threat.eps * grad.sign())
+        if self.flaw == "undeclared-rows":  # two rows per sample, not declared
+            with torch.no_grad():
+                model(torch.cat([x, 1 - x]))
+        if self.flaw == "unseen-thread":  # a thread of its own: outside the core's count
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(model, x).result()
+        if self.flaw == "returns-worse":  # queries x, returns a point farther away
+            with torch.no_grad():
+                model(x)
+            return threat.project(x, x + threat.eps / 2)
         return x.clone()
 
 
@@ -110,6 +122,26 @@ def test_contract_catches_a_broken_attack(flaw, test, setting):
     method = getattr(contract, test)
     with pytest.raises(AssertionError):
         method() if setting is None else method(setting)
+
+
+class _BrokenMinimal(_Broken):
+    """:class:`_Broken` as a minimisation attack."""
+
+    kind = "minimization"
+
+
+@pytest.mark.parametrize(("flaw", "test", "args"), [
+    ("undeclared-rows", "test_declares_the_rows_of_partial_calls", (("linf", False),)),
+    ("unseen-thread", "test_counts_every_propagation", (("linf", False), "conv")),
+    ("returns-worse", "test_never_returns_worse_than_it_queried", (("linf", False), "conv")),
+])
+def test_contract_catches_broken_accounting(flaw, test, args):
+    class Contract(AttackContract):
+        def make_attack(self):
+            return _BrokenMinimal(flaw=flaw)
+
+    with pytest.raises(AssertionError):
+        getattr(Contract(), test)(*args)
 
 
 def test_overriding_call_is_refused_when_the_class_is_made():

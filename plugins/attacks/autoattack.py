@@ -21,6 +21,11 @@ that its examples are checked against the threat model and its success recompute
 when it runs alone.  Part k draws from its own streams: per sample, the seed
 ``part_seeds(base, k)`` with ``base`` one spawn of the sample's stream, so a part's result on
 a sample equals what that part alone gives the sample with those seeds.
+
+One setting differs from AutoAttack's code: advx's Square rescales the halvings of its window
+fraction to its query budget (as torchattacks' does), while AutoAttack's Square keeps the
+marks of a 10,000-query run for its 5,000 queries (``resc_schedule=False``), so its windows
+shrink later.
 """
 
 import advx
@@ -60,8 +65,9 @@ class Breakdown:
 
 @attrs.frozen(kw_only=True)
 class AutoAttack(advx.FixedEpsilonAttack):
-    """AutoAttack's ensemble as one attack: ``version`` standard, plus or rand; see the module
-    docstring for the parts and their settings.
+    """AutoAttack's ensemble of parameter-free attacks as one attack (standard, plus, rand).
+
+    The module docstring lists each version's parts and their settings.
 
     Untargeted only (APGD-T and FAB-T pick their own targets).  Costs one forward pass on the
     clean batch, then per part what the part costs on the samples it attacks plus one forward

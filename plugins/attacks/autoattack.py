@@ -22,10 +22,9 @@ when it runs alone.  Part k draws from its own streams: per sample, the seed
 ``part_seeds(base, k)`` with ``base`` one spawn of the sample's stream, so a part's result on
 a sample equals what that part alone gives the sample with those seeds.
 
-One setting differs from AutoAttack's code: advx's Square rescales the halvings of its window
-fraction to its query budget (as torchattacks' does), while AutoAttack's Square keeps the
-marks of a 10,000-query run for its 5,000 queries (``resc_schedule=False``), so its windows
-shrink later.
+Square runs as in AutoAttack's code: its window fraction halves on the marks of a 10,000-query
+run whatever its budget (``resc_schedule=False``; ``schedule_queries`` of advx's square),
+where torchattacks' AutoAttack rescales the marks to the 5,000 queries.
 """
 
 import advx
@@ -42,6 +41,7 @@ from .square import Square
 VERSIONS = ("standard", "plus", "rand")
 TARGET_CLASSES = 9  # APGD-T's and FAB-T's targets: the most likely classes after the label
 PLUS_RESTARTS = 5  # runs of APGD-CE, APGD-DLR and FAB in the plus version
+SQUARE_SCHEDULE = 10000  # AutoAttack's Square keeps the 10,000-query schedule of p
 CLEAN = -2  # Breakdown.broken_by: misclassified at x already
 ROBUST = -1  # Breakdown.broken_by: no part broke the sample
 
@@ -114,7 +114,7 @@ class AutoAttack(advx.FixedEpsilonAttack):
                     ("apgd-dlr", APGDDLR(steps=steps, eot=self.eot)))
         targeted = (("apgd-t", APGDT(steps=steps, target_classes=TARGET_CLASSES)),
                     ("fab-t", FAB(steps=steps, target_classes=TARGET_CLASSES)))
-        square = ("square", Square(queries=self.queries))
+        square = ("square", Square(queries=self.queries, schedule_queries=SQUARE_SCHEDULE))
         if self.version == "standard":
             return (("apgd-ce", APGDCE(steps=steps)), targeted[0], targeted[1], square)
         return (("apgd-ce", APGDCE(steps=steps, restarts=PLUS_RESTARTS)),

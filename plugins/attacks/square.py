@@ -94,6 +94,10 @@ class Square(advx.FixedEpsilonAttack):
         default=0.8, converter=to_float, validator=finite(0, 1, low_open=True),
         metadata={"help": "initial fraction of pixels in the square; halves on the paper's "
                           "schedule (rescaled to the query budget)"})
+    schedule_queries: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(whole(1)),
+        metadata={"help": "the budget the schedule of p is laid out for (default: queries; "
+                          "AutoAttack runs 5,000 queries on the 10,000-query schedule)"})
 
     @torch.no_grad()
     def run(self, model, x, y, threat, *, targets, rng):
@@ -149,7 +153,8 @@ class _Search:
 
     def propose(self, index, x_best, iteration, rng):
         """A candidate for each sample of ``index``, changed inside one random window."""
-        p = p_schedule(self.attack.p_init, iteration, self.attack.queries)
+        attack = self.attack
+        p = p_schedule(attack.p_init, iteration, attack.schedule_queries or attack.queries)
         side = window_side(p, self.shape, self.threat.norm)
         mask, rows, cols = windows(side, self.shape, rng)
         if self.threat.norm == "linf":

@@ -2,9 +2,13 @@
 tests.
 
 Every argument changes what is trained (and the tests' measured thresholds depend on it), so
-each test module keeps its own settings; this module only keeps the loop in one place.
+each test module keeps its own settings; this module keeps the loop in one place, and the
+one MNIST setting the differential tests share (:func:`mnist_small_cnn`).
 """
 
+import functools
+
+import advx
 import torch
 
 
@@ -60,3 +64,21 @@ def train_toy_mlp(x, y, x_test, y_test, *, hidden=64, steps=150, lr=1e-2):
     with torch.no_grad():
         assert (model(x_test).argmax(1) == y_test).float().mean() > 0.9
     return model, x_test, y_test
+
+
+@functools.cache
+def _mnist_cnn():
+    data = advx.get_dataset("mnist")
+    x_train, y_train = (t[:2000] for t in data.load("train"))
+    return train_small_cnn(x_train, y_train), data.load("test")
+
+
+def mnist_small_cnn(n):
+    """``(model, x, y, correct)``: the small CNN trained one epoch on the first 2,000 digits of
+    the MNIST sample (about 2 s, ~86% test accuracy; trained once per process), the first ``n``
+    test digits and which of them it classifies correctly: the differential tests' setting."""
+    model, (x_test, y_test) = _mnist_cnn()
+    x, y = x_test[:n], y_test[:n]
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    return model, x, y, correct

@@ -9,7 +9,7 @@ from advx.plugins.attacks.apgd_t import ranked_targets
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 N = 64
 STEPS = 20  # both libraries: 20 Auto-PGD steps per target class (AutoAttack uses 100)
@@ -20,11 +20,7 @@ TOLERANCE = 3  # success counts of the two libraries may differ by 3 of 64 digit
 def mnist():
     """A small CNN trained one epoch on 2,000 sample digits, as in the Foolbox differential
     tests, and 64 test digits."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:N] for t in data.load("test"))
-    return model, x, y
+    return mnist_small_cnn(N)[:3]
 
 
 @given(st.integers(4, 12), st.integers(1, 15), st.integers(0, 2**31 - 1), st.booleans())

@@ -10,7 +10,7 @@ from advx.testing.networks import build_network, random_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 SMALL = {"steps": 5, "queries": 20, "eot": 2}  # a cheap ensemble of the same structure
 
@@ -26,11 +26,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def mnist():
     """A small CNN trained one epoch on 2,000 sample digits, and 64 test digits."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:64] for t in data.load("test"))
-    return model, x, y
+    return mnist_small_cnn(64)[:3]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from advx.plugins.attacks.cw import _TanhBox
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 N = 64
 # Budgets that keep this module fast; cw-l2's default is 9 rounds of 100 steps.
@@ -22,11 +22,7 @@ UNBOUNDED_L2 = advx.ThreatModel(norm="l2")
 def trained_mnist_cnn():
     """``(model, x, y)``: a small CNN trained one epoch on 2,000 sample digits (~2 s, ~86%
     test accuracy), and the first N test digits.  Cached: the differential tests reuse it."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:N] for t in data.load("test"))
-    return model, x, y
+    return mnist_small_cnn(N)[:3]
 
 
 def correct_mask(model, x, y):

@@ -11,7 +11,7 @@ import advx
 import pytest
 import torch
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 fb = pytest.importorskip("foolbox", reason="foolbox not installed")
 
@@ -22,12 +22,7 @@ TOLERANCE = 1.10  # advx's median may exceed Foolbox's by at most 10%
 @pytest.fixture(scope="module")
 def mnist():
     """A small CNN trained one epoch on 2,000 sample digits, as in test_cw_deepfool_ddn.py."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:N] for t in data.load("test"))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    model, x, y, correct = mnist_small_cnn(N)
     return model, x, y, correct
 
 

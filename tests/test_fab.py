@@ -22,7 +22,7 @@ from advx.plugins.attacks._fab_projection import lengths, project_onto_hyperplan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 N = 64
 STEPS = 20
@@ -94,12 +94,7 @@ def test_a_hyperplane_already_reached_needs_no_move():
 @pytest.fixture(scope="module")
 def mnist():
     """A small CNN trained one epoch on 2,000 sample digits, as in test_differential_foolbox."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:N] for t in data.load("test"))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    model, x, y, correct = mnist_small_cnn(N)
     assert correct.float().mean() > 0.75
     return model, x, y, correct
 

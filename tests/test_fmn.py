@@ -14,7 +14,7 @@ from advx.testing import image_batches, threat_models
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 N = 64
 STEPS = 100
@@ -75,12 +75,7 @@ def test_returns_the_smallest_adversarial_it_queried(data):
 @pytest.fixture(scope="module")
 def mnist():
     """A small CNN trained one epoch on 2,000 sample digits, as in test_differential_foolbox."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:N] for t in data.load("test"))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    model, x, y, correct = mnist_small_cnn(N)
     return model, x, y, correct
 
 

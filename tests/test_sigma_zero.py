@@ -15,7 +15,7 @@ from advx.testing.strategies import image_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .small_cnn import train_small_cnn
+from .small_cnn import mnist_small_cnn
 
 N = 64
 STEPS = 100
@@ -26,12 +26,7 @@ TOLERANCE = 1.25  # advx's median L0 may exceed adv_lib's by at most 25%
 def mnist():
     """A small CNN trained one epoch on 2,000 sample digits, as in the Foolbox differential
     tests; 64 test digits and which of them it classifies correctly."""
-    data = advx.get_dataset("mnist")
-    x_train, y_train = (t[:2000] for t in data.load("train"))
-    model = train_small_cnn(x_train, y_train)
-    x, y = (t[:N] for t in data.load("test"))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    model, x, y, correct = mnist_small_cnn(N)
     return model, x, y, correct
 
 

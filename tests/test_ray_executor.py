@@ -71,6 +71,13 @@ def comparable(report):
     return rows, report["clean_accuracy"], report["worst_case"], models
 
 
+def differences(one, other):
+    """The fields of result rows that differ between two reports (a readable failure)."""
+    rows = zip(comparable(one)[0], comparable(other)[0], strict=True)
+    return [(a["attack"], a["eps"], {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)})
+            for a, b in rows if a != b]
+
+
 def ray_executor(registry, **params):
     return registry.create("executors", "ray", workers=2, **params)
 
@@ -175,7 +182,7 @@ def test_killed_driver_leaves_the_store_resumable(ray_instance, registry, traine
     fresh = execute(spec, registry, tmp_path / "fresh", device="cpu",
                     cache=cache_with_model(trained, tmp_path / "fresh-cache"))
     assert "resumed" in {r["cache"] for r in resumed["results"]}
-    assert comparable(resumed) == comparable(fresh)
+    assert comparable(resumed) == comparable(fresh), differences(resumed, fresh)
 
 
 def test_gpu_actors_share_a_declared_gpu_and_need_cuda(ray_instance, registry):

@@ -38,6 +38,8 @@ CONTRACT_PARAMS = {
     "estimated-gradient": {"attack": {"name": "pgd", "steps": 5}, "samples": 8, "sigma": 0.01},
     "fab": {"steps": 20, "restarts": 2},  # a second run covers the random start
     "autoattack": {"steps": 20, "queries": 200},
+    "fmn": {"steps": 30},  # four norms, each at 100 steps by default: the slowest contract
+    "sigma-zero": {"steps": 30},
 }
 
 

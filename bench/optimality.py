@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 
 import _peer_attacks
 import _timing
@@ -58,6 +58,7 @@ MODELS = {  # the model entries (ids as the tables show them), trained as the ca
 GRID_COUNT = 63  # eps of a fixed-eps attack's search grid: bisection takes <= 6 probes
 GRIDS = {"l2": (0.08, 5.04), "linf": (0.008, 0.504)}  # spacing 0.08 and 0.008
 PROBES = math.ceil(math.log2(GRID_COUNT + 1))
+LOAD_EVERY = 60  # seconds between load samples while worker processes run
 _REGISTRY = None  # the process's registry (built-ins plus the peers' attacks): see _start
 LIBRARIES = {"advx": "advx", "foolbox": "Foolbox", "torchattacks": "torchattacks",
              "adv_lib": "adv_lib"}
@@ -364,6 +365,8 @@ def run_models(args, chosen, sets_root, loads):
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_start,
                              initargs=(args.threads,)) as pool:
         futures = [pool.submit(run_model, args, m, chosen, sets_root) for m in models]
+        while wait(futures, timeout=LOAD_EVERY).not_done:
+            loads.append(_timing.load_average())  # the load while the workers run
         results = [(m, _outcome(m, f)) for m, f in zip(models, futures)]
     loads.append(_timing.load_average())
     return results

@@ -7,7 +7,6 @@ one local Ray instance of two CPUs and one declared GPU (a resource Ray schedule
 machine has no CUDA device, so actors that reserve it find none).
 """
 
-import contextlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from advx.store.format import sets_dir
 
 from . import ray_plugins
 from .conftest import TINY_SPEC
+from .test_executors import recording_progress
 
 ray = pytest.importorskip("ray")
 
@@ -80,17 +80,6 @@ def differences(one, other):
 
 def ray_executor(registry, **params):
     return registry.create("executors", "ray", workers=2, **params)
-
-
-def recording_progress(log):
-    """A progress factory noting ``(description, total)`` and each ``(n, status)``."""
-    @contextlib.contextmanager
-    def progress(description, total):
-        calls = []
-        log.append((description, total, calls))
-        yield lambda n=1, status=None: calls.append((n, status))
-
-    return progress
 
 
 def test_ray_run_equals_local_run(ray_instance, registry, trained, tmp_path):

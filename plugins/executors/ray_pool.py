@@ -35,7 +35,10 @@ class Pool:
                 ray.shutdown()
             raise
         actor = ray.remote(ShardWorker).options(**actor_options(executor))
-        self.actors = [actor.remote(executor.gpus_per_worker) for _ in range(count)]
+        # Actors compute with the driver's torch thread count: a CPU result's bits can depend on
+        # it (reductions split across threads), and a run's report must equal a local run's.
+        threads = torch.get_num_threads()
+        self.actors = [actor.remote(executor.gpus_per_worker, threads) for _ in range(count)]
         self.busy = [0] * count  # units in flight per actor
         self.limit = executor.in_flight or 2 * count
         self.refs = {}  # model digest, data token or set key -> object ref

@@ -24,8 +24,10 @@ class ShardWorker:
     """Computes units (``compute(key, [set_ref], start, stop) -> (arrays, seconds, where)``)
     and trains models (``train(unit) -> (state, metadata, seconds, where)``)."""
 
-    def __init__(self, gpus=0.0):
+    def __init__(self, gpus=0.0, threads=None):
         self.gpus = gpus  # the executor's gpus_per_worker: what Ray reserved for this actor
+        if threads is not None:  # the driver's: same bits as a local run of the same spec
+            torch.set_num_threads(threads)
         self.models, self.data = collections.OrderedDict(), {}
         self.sets = collections.OrderedDict()
         self.registry = None

@@ -16,7 +16,9 @@ Rewrites the section of bench/README.md between ``<!-- attacks:start -->`` and
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")  # before torch and numpy load OpenMP
+if __name__ == "__main__":  # before torch and numpy load OpenMP; imported (a test), the
+    os.environ.setdefault("OMP_NUM_THREADS", "2")  # environment is left alone: it leaks into
+    # every process started later (Ray workers)
 
 import argparse
 import datetime
